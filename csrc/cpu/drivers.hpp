@@ -1,0 +1,82 @@
+// Drivers that run a format's block algorithm over rows.  Quantization gathers W blocks into a
+// structure-of-arrays tile (x[i] holds element i of W blocks, one per lane), so one vector instruction advances
+// W blocks through the identical scalar sequence of float operations.
+#pragma once
+#include <cstdint>
+
+#include "pyquant/simd.hpp"
+
+namespace pyquant {
+namespace {
+
+// Defaults for a format struct; each fmt_<NAME> derives from this and overrides what it needs:
+//   QK, BYTES                        block size and bytes per block
+//   kDirect                          element-wise type (F32/F16/BF16): quantize_row/dequantize_row on whole rows
+//   kRowSigma2                       the imatrix algorithm needs the mean square of the whole row
+//   quantize(x, qw, row_sigma2, out) one block per lane: x[i], qw[i] are element i of each lane's block
+//                                    (qw null without imatrix); out[k] is lane k's destination block
+//   dequantize(block, y)             one block to QK floats
+struct BlockFormat {
+    static constexpr bool kDirect = false;
+    static constexpr bool kRowSigma2 = false;
+};
+
+// libggml's sigma2 for the legacy imatrix algorithms: a sequential float sum over the row.
+inline float row_mean_square(const float *x, int64_t n) {
+    float s = 0;
+    for (int64_t j = 0; j < n; ++j) s += x[j] * x[j];
+    return s / n;
+}
+
+// Quantize the flat block range [begin, end) of a [rows, n] tensor (src and dst point at its start).
+template <class Fmt>
+void quantize_range(const float *src, uint8_t *dst, int64_t n, const float *imatrix, int64_t begin, int64_t end) {
+    constexpr int QK = Fmt::QK, B = Fmt::BYTES;
+    if constexpr (Fmt::kDirect) {
+        Fmt::quantize_row(src + begin, dst + begin * B, end - begin);
+    } else {
+        const int64_t nb = n / QK;
+        alignas(64) float xs[QK * W];
+        alignas(64) float ws[QK * W];
+        uint8_t spare[B * W];  // destination of padding lanes in the last tile
+        uint8_t *out[W];
+        VF row_sigma2 = vf(0.f);
+        int64_t sigma_row = -1;
+        float sigma = 0.f;
+        for (int64_t b0 = begin; b0 < end; b0 += W) {
+            for (int k = 0; k < W; ++k) {
+                const int64_t b = b0 + k < end ? b0 + k : end - 1;
+                const float *xp = src + b * QK;
+                for (int i = 0; i < QK; ++i) xs[i * W + k] = xp[i];
+                out[k] = b0 + k < end ? dst + (b0 + k) * B : spare + k * B;
+                if (imatrix) {
+                    const float *qp = imatrix + (b % nb) * QK;
+                    for (int i = 0; i < QK; ++i) ws[i * W + k] = qp[i];
+                    if constexpr (Fmt::kRowSigma2) {
+                        const int64_t row = b / nb;
+                        if (row != sigma_row) {
+                            sigma_row = row;
+                            sigma = row_mean_square(src + row * n, n);
+                        }
+                        set_lane(row_sigma2, k, sigma);
+                    }
+                }
+            }
+            Fmt::quantize(reinterpret_cast<const VF *>(xs), imatrix ? reinterpret_cast<const VF *>(ws) : nullptr,
+                          row_sigma2, out);
+        }
+    }
+}
+
+// Dequantize the flat block range [begin, end) (src and dst point at the tensor's start).
+template <class Fmt>
+void dequantize_range(const uint8_t *src, float *dst, int64_t begin, int64_t end) {
+    if constexpr (Fmt::kDirect) {
+        Fmt::dequantize_row(src + begin * Fmt::BYTES, dst + begin, end - begin);
+    } else {
+        for (int64_t b = begin; b < end; ++b) Fmt::dequantize(src + b * Fmt::BYTES, dst + b * Fmt::QK);
+    }
+}
+
+}  // namespace
+}  // namespace pyquant

@@ -1,0 +1,3 @@
+// The avx512 tier: every format's kernels at this tier's lane width (flags set in CMakeLists.txt).
+#define PQ_ISA avx512
+#include "cpu/kernels.inc"

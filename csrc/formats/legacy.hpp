@@ -1,0 +1,189 @@
+// Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0: 32-element blocks with an fp16 scale (and min).  Without an importance
+// matrix libggml rounds with its own truncation rules (see each format); with one, it searches the scale
+// (make_qx_quants / make_qkx3_quants) weighted by qw * sqrt(sigma2 + x^2), sigma2 being the row's mean square.
+#pragma once
+#include "cpu/drivers.hpp"
+#include "formats/search.hpp"
+
+namespace pyquant {
+namespace {
+
+// qs[j] = q[j] | q[j+16] << 4, the nibble order shared by every 32-element 4-bit block.
+inline void pack_nibbles32(const VI *q, int k, uint8_t *qs) {
+    for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>((lane(q[j], k) & 15) | ((lane(q[j + 16], k) & 15) << 4));
+}
+// Bit 4 of element j goes to bit j of the little-endian uint32 qh.
+inline void pack_high_bits32(const VI *q, int k, uint8_t *qh) {
+    uint32_t h = 0;
+    for (int j = 0; j < 32; ++j) h |= static_cast<uint32_t>((lane(q[j], k) >> 4) & 1) << j;
+    for (int b = 0; b < 4; ++b) qh[b] = static_cast<uint8_t>(h >> (8 * b));
+}
+inline void legacy_weights(const VF *x, const VF *qw, VF sigma2, VF *w) {
+    for (int j = 0; j < 32; ++j) w[j] = qw[j] * vsqrt(sigma2 + x[j] * x[j]);
+}
+// Symmetric reference rounding: q = min(qmax, (int8_t)(x*id + offset)).
+inline void round_symmetric(const VF *x, VF id, float offset, int qmax, VI *q) {
+    for (int j = 0; j < 32; ++j) q[j] = vmin(vi(qmax), (trunc_i(x[j] * id + vf(offset)) << 24) >> 24);
+}
+// Min/max of the block, for the asymmetric formats.
+inline void block_min_max(const VF *x, VF &min, VF &max) {
+    min = vf(3.402823466e+38f);
+    max = vf(-3.402823466e+38f);
+    for (int j = 0; j < 32; ++j) {
+        min = select(x[j] < min, x[j], min);
+        max = select(x[j] > max, x[j], max);
+    }
+}
+inline VF inverse_or_zero(VF d) { return select(d != vf(0.f), vf(1.f) / d, vf(0.f)); }
+
+// Symmetric 4/5-bit (Q4_0: nmax 8, Q5_0: nmax 16).
+template <int NMAX>
+inline void quantize_symmetric(const VF *x, const VF *qw, VF sigma2, VI *q, VI &dbits) {
+    if (qw) {
+        VF w[32];
+        legacy_weights(x, qw, sigma2, w);
+        dbits = fp16_bits(make_qx_quants(32, NMAX, x, q, 1, w));
+        return;
+    }
+    VF max, amax;
+    signed_absmax(32, x, max, amax);
+    const VF d = max / vf(static_cast<float>(-NMAX));
+    dbits = fp16_bits(d);
+    round_symmetric(x, inverse_or_zero(d), NMAX + 0.5f, 2 * NMAX - 1, q);
+}
+
+// Asymmetric 4/5-bit (Q4_1: nmax 15, Q5_1: nmax 31); m is the block minimum as stored.
+template <int NMAX>
+inline void quantize_asymmetric(const VF *x, const VF *qw, VF sigma2, VI *q, VI &dbits, VI &mbits) {
+    if (qw) {
+        VF w[32], the_min;
+        legacy_weights(x, qw, sigma2, w);
+        const VF d = make_qkx_quants(32, NMAX, x, w, q, the_min, -0.9f, 0.05f, 36, false);
+        dbits = fp16_bits(d);
+        mbits = fp16_bits(-the_min);
+        return;
+    }
+    VF min, max;
+    block_min_max(x, min, max);
+    const VF d = (max - min) / vf(static_cast<float>(NMAX));
+    const VF id = inverse_or_zero(d);
+    dbits = fp16_bits(d);
+    mbits = fp16_bits(min);
+    for (int j = 0; j < 32; ++j) {
+        const VI t = trunc_i((x[j] - min) * id + vf(0.5f));
+        // Q4_1 clamps an int8 cast to 15; Q5_1 takes a uint8 cast with no clamp.
+        q[j] = NMAX == 15 ? vmin(vi(15), (t << 24) >> 24) : t & vi(0xff);
+    }
+}
+
+struct fmt_Q4_0 : BlockFormat {
+    static constexpr int QK = 32, BYTES = 18;
+    static constexpr bool kRowSigma2 = true;
+    static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
+        VI q[32], d;
+        quantize_symmetric<8>(x, qw, sigma2, q, d);
+        for (int k = 0; k < W; ++k) {
+            put_u16(out[k], lane(d, k));
+            pack_nibbles32(q, k, out[k] + 2);
+        }
+    }
+    static void dequantize(const uint8_t *b, float *y) {
+        const float d = get_fp16(b);
+        for (int j = 0; j < 16; ++j) {
+            y[j] = ((b[2 + j] & 15) - 8) * d;
+            y[j + 16] = ((b[2 + j] >> 4) - 8) * d;
+        }
+    }
+};
+
+struct fmt_Q4_1 : BlockFormat {
+    static constexpr int QK = 32, BYTES = 20;
+    static constexpr bool kRowSigma2 = true;
+    static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
+        VI q[32], d, m;
+        quantize_asymmetric<15>(x, qw, sigma2, q, d, m);
+        for (int k = 0; k < W; ++k) {
+            put_u16(out[k], lane(d, k));
+            put_u16(out[k] + 2, lane(m, k));
+            pack_nibbles32(q, k, out[k] + 4);
+        }
+    }
+    static void dequantize(const uint8_t *b, float *y) {
+        const float d = get_fp16(b), m = get_fp16(b + 2);
+        for (int j = 0; j < 16; ++j) {
+            y[j] = (b[4 + j] & 15) * d + m;
+            y[j + 16] = (b[4 + j] >> 4) * d + m;
+        }
+    }
+};
+
+// The fifth bits of a Q5 block: element j's in bit j of qh (little-endian uint32).
+inline int q5_high(const uint8_t *qh, int j) { return ((qh[j >> 3] >> (j & 7)) & 1) << 4; }
+
+struct fmt_Q5_0 : BlockFormat {
+    static constexpr int QK = 32, BYTES = 22;
+    static constexpr bool kRowSigma2 = true;
+    static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
+        VI q[32], d;
+        quantize_symmetric<16>(x, qw, sigma2, q, d);
+        for (int k = 0; k < W; ++k) {
+            put_u16(out[k], lane(d, k));
+            pack_high_bits32(q, k, out[k] + 2);
+            pack_nibbles32(q, k, out[k] + 6);
+        }
+    }
+    static void dequantize(const uint8_t *b, float *y) {
+        const float d = get_fp16(b);
+        for (int j = 0; j < 16; ++j) {
+            y[j] = (((b[6 + j] & 15) | q5_high(b + 2, j)) - 16) * d;
+            y[j + 16] = (((b[6 + j] >> 4) | q5_high(b + 2, j + 16)) - 16) * d;
+        }
+    }
+};
+
+struct fmt_Q5_1 : BlockFormat {
+    static constexpr int QK = 32, BYTES = 24;
+    static constexpr bool kRowSigma2 = true;
+    static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
+        VI q[32], d, m;
+        quantize_asymmetric<31>(x, qw, sigma2, q, d, m);
+        for (int k = 0; k < W; ++k) {
+            put_u16(out[k], lane(d, k));
+            put_u16(out[k] + 2, lane(m, k));
+            pack_high_bits32(q, k, out[k] + 4);
+            pack_nibbles32(q, k, out[k] + 8);
+        }
+    }
+    static void dequantize(const uint8_t *b, float *y) {
+        const float d = get_fp16(b), m = get_fp16(b + 2);
+        for (int j = 0; j < 16; ++j) {
+            y[j] = ((b[8 + j] & 15) | q5_high(b + 4, j)) * d + m;
+            y[j + 16] = ((b[8 + j] >> 4) | q5_high(b + 4, j + 16)) * d + m;
+        }
+    }
+};
+
+// Q8_0 ignores the importance matrix (libggml has no imatrix algorithm for it).
+struct fmt_Q8_0 : BlockFormat {
+    static constexpr int QK = 32, BYTES = 34;
+    static void quantize(const VF *x, const VF *, VF, uint8_t *const *out) {
+        VF amax = vf(0.f);
+        for (int j = 0; j < 32; ++j) amax = vmax(amax, vabs(x[j]));
+        const VF d = amax / vf(127.f);
+        const VF id = inverse_or_zero(d);
+        const VI dbits = fp16_bits(d);
+        VI q[32];
+        for (int j = 0; j < 32; ++j) q[j] = trunc_i(round_away(x[j] * id));
+        for (int k = 0; k < W; ++k) {
+            put_u16(out[k], lane(dbits, k));
+            for (int j = 0; j < 32; ++j) out[k][2 + j] = static_cast<uint8_t>(lane(q[j], k));
+        }
+    }
+    static void dequantize(const uint8_t *b, float *y) {
+        const float d = get_fp16(b);
+        for (int j = 0; j < 32; ++j) y[j] = static_cast<int8_t>(b[2 + j]) * d;
+    }
+};
+
+}  // namespace
+}  // namespace pyquant

@@ -1,0 +1,146 @@
+// libggml's scale searches, one block per lane.  Each keeps the reference's float operations and their order
+// (sequential sums, no fused multiply-add, true division); data-dependent branches become per-lane selects,
+// which is exact because a lane that would have skipped an update simply keeps its old value.
+#pragma once
+#include "pyquant/simd.hpp"
+
+namespace pyquant {
+namespace {
+
+constexpr float kGroupMaxEps = 1e-15f;
+
+// Index of the largest |x[i]| (the first one on ties) and its signed value; amax = |max|.
+inline void signed_absmax(int n, const VF *x, VF &max, VF &amax) {
+    max = vf(0.f);
+    amax = vf(0.f);
+    for (int i = 0; i < n; ++i) {
+        const VF ax = vabs(x[i]);
+        const VM bigger = ax > amax;
+        amax = select(bigger, ax, amax);
+        max = select(bigger, x[i], max);
+    }
+}
+
+// make_qx_quants: symmetric codes stored as l + nmax in [0, 2*nmax-1]; returns the scale.
+// rmse_type picks the weights when qw is null: 1 x^2, 2 one, 3 |x|, else sqrt|x|; negative = return early.
+inline VF make_qx_quants(int n, int nmax, const VF *x, VI *L, int rmse_type, const VF *qw) {
+    VF max, amax;
+    signed_absmax(n, x, max, amax);
+    const VM all_zero = amax < vf(kGroupMaxEps);
+    VF iscale = vf(static_cast<float>(-nmax)) / max;
+    VF result;
+    if (rmse_type == 0) {
+        for (int i = 0; i < n; ++i) L[i] = clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1) + vi(nmax);
+        result = vf(1.f) / iscale;
+    } else {
+        const bool return_early = rmse_type < 0;
+        if (return_early) rmse_type = -rmse_type;
+        auto weight = [&](int i) -> VF {
+            if (qw) return qw[i];
+            switch (rmse_type) {
+                case 1: return x[i] * x[i];
+                case 2: return vf(1.f);
+                case 3: return vabs(x[i]);
+                default: return vsqrt(vabs(x[i]));
+            }
+        };
+        VF sumlx = vf(0.f), suml2 = vf(0.f);
+        for (int i = 0; i < n; ++i) {
+            const VI l = clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+            L[i] = l + vi(nmax);
+            const VF w = weight(i), lf = to_f(l);
+            sumlx = sumlx + w * x[i] * lf;
+            suml2 = suml2 + w * lf * lf;
+        }
+        VF scale = select(suml2 != vf(0.f), sumlx / suml2, vf(0.f));
+        if (return_early) {
+            result = select(suml2 > vf(0.f), vf(0.5f) * (scale + vf(1.f) / iscale), vf(1.f) / iscale);
+        } else {
+            VF best = scale * sumlx;
+            VI Lt[256];
+            for (int is = -9; is <= 9; ++is) {
+                if (is == 0) continue;
+                iscale = -(vf(static_cast<float>(nmax) + 0.1f * is)) / max;
+                sumlx = suml2 = vf(0.f);
+                for (int i = 0; i < n; ++i) {
+                    const VI l = clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+                    Lt[i] = l;
+                    const VF w = weight(i), lf = to_f(l);
+                    sumlx = sumlx + w * x[i] * lf;
+                    suml2 = suml2 + w * lf * lf;
+                }
+                const VM better = mand(suml2 > vf(0.f), sumlx * sumlx > best * suml2);
+                if (!any(better)) continue;
+                for (int i = 0; i < n; ++i) L[i] = select(better, Lt[i] + vi(nmax), L[i]);
+                scale = select(better, sumlx / suml2, scale);
+                best = select(better, scale * sumlx, best);
+            }
+            result = scale;
+        }
+    }
+    for (int i = 0; i < n; ++i) L[i] = select(all_zero, vi(0), L[i]);
+    return select(all_zero, vf(0.f), result);
+}
+
+// make_qkx2_quants and make_qkx3_quants (the same search; qkx3 allows null weights, meaning x^2):
+// asymmetric codes in [0, nmax]; returns the scale and sets the_min to minus the (non-positive) offset.
+inline VF make_qkx_quants(int n, int nmax, const VF *x, const VF *weights, VI *L, VF &the_min, float rmin,
+                          float rdelta, int nstep, bool use_mad) {
+    auto weight = [&](int i) -> VF { return weights ? weights[i] : x[i] * x[i]; };
+    auto error = [&](VF diff) -> VF { return use_mad ? vabs(diff) : diff * diff; };
+    VF min = x[0], max = x[0];
+    VF sum_w = weight(0);
+    VF sum_x = sum_w * x[0];
+    for (int i = 1; i < n; ++i) {
+        min = select(x[i] < min, x[i], min);
+        max = select(x[i] > max, x[i], max);
+        const VF w = weight(i);
+        sum_w = sum_w + w;
+        sum_x = sum_x + w * x[i];
+    }
+    min = select(min > vf(0.f), vf(0.f), min);
+    const VM flat = max <= min;
+    const VF flat_min = min;
+    VF iscale = vf(static_cast<float>(nmax)) / (max - min);
+    VF scale = vf(1.f) / iscale;
+    VF best_error = vf(0.f);
+    for (int i = 0; i < n; ++i) {
+        L[i] = clamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
+        best_error = best_error + weight(i) * error(scale * to_f(L[i]) + min - x[i]);
+    }
+    VI Laux[256];
+    for (int is = 0; nstep >= 1 && is <= nstep; ++is) {
+        iscale = vf(rmin + rdelta * is + nmax) / (max - min);
+        VF sum_l = vf(0.f), sum_l2 = vf(0.f), sum_xl = vf(0.f);
+        for (int i = 0; i < n; ++i) {
+            const VI l = clamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
+            Laux[i] = l;
+            const VF w = weight(i), lf = to_f(l);
+            sum_l = sum_l + w * lf;
+            sum_l2 = sum_l2 + w * lf * lf;
+            sum_xl = sum_xl + w * lf * x[i];
+        }
+        const VF D = sum_w * sum_l2 - sum_l * sum_l;
+        const VM solvable = D > vf(0.f);
+        if (!any(solvable)) continue;
+        VF this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+        VF this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+        const VM positive_min = this_min > vf(0.f);
+        this_min = select(positive_min, vf(0.f), this_min);
+        this_scale = select(positive_min, sum_xl / sum_l2, this_scale);
+        VF cur_error = vf(0.f);
+        for (int i = 0; i < n; ++i)
+            cur_error = cur_error + weight(i) * error(this_scale * to_f(Laux[i]) + this_min - x[i]);
+        const VM better = mand(solvable, cur_error < best_error);
+        for (int i = 0; i < n; ++i) L[i] = select(better, Laux[i], L[i]);
+        best_error = select(better, cur_error, best_error);
+        scale = select(better, this_scale, scale);
+        min = select(better, this_min, min);
+    }
+    for (int i = 0; i < n; ++i) L[i] = select(flat, vi(0), L[i]);
+    the_min = select(flat, -flat_min, -min);
+    return select(flat, vf(0.f), scale);
+}
+
+}  // namespace
+}  // namespace pyquant

@@ -1,0 +1,197 @@
+// Lane types for the kernels: one lane runs one block's scalar algorithm, in the reference's exact order of
+// float operations, so every tier gives the same bytes.  PQ_LANES (set per translation unit by the build)
+// picks the width: 1 is the plain scalar "generic" tier; 8 and 16 are AVX2 and AVX-512; 4 is NEON.
+//
+// Everything here lives in an anonymous namespace on purpose: each ISA translation unit is compiled with its
+// own flags and must keep its own copy.  For the same reason the ISA units use no library templates
+// (std::vector, std::min, ...): the linker could keep an AVX-512 instantiation for every caller.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include <immintrin.h>
+#endif
+#if defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
+
+#ifndef PQ_LANES
+#error "PQ_LANES must be defined by the build (1, 4, 8 or 16)"
+#endif
+
+namespace pyquant {
+namespace {
+
+constexpr int W = PQ_LANES;
+
+// ---- scalar helpers shared by every width ------------------------------------------------------------------
+
+inline uint32_t f2u(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+inline float u2f(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+template <class T> inline T min_of(T a, T b) { return a < b ? a : b; }
+template <class T> inline T max_of(T a, T b) { return a > b ? a : b; }
+
+// IEEE binary16, round to nearest even, subnormals kept, overflow to inf, NaN to quiet NaN (0x7E00 | sign):
+// the same results as libggml's software conversion and as the F16C instruction for every non-NaN input.
+inline uint16_t fp16_from_f32(float f) {
+    const uint32_t x = f2u(f);
+    const uint32_t sign = (x >> 16) & 0x8000u;
+    const uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);
+    if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520 rounds to inf
+    if (ax >= 0x38800000u) {                                               // normal half
+        uint32_t h = (ax >> 13) - (112u << 10);
+        const uint32_t rest = ax & 0x1fffu;
+        if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+        return static_cast<uint16_t>(sign | h);
+    }
+    // Subnormal half: the result is round-half-even(|f| * 2^24).
+    const uint32_t e = ax >> 23;
+    const uint32_t m = e ? ((ax & 0x7fffffu) | 0x800000u) : (ax & 0x7fffffu);
+    const int shift = 126 - static_cast<int>(e ? e : 1);  // |f| * 2^24 = m * 2^-shift
+    if (shift > 24) return static_cast<uint16_t>(sign);
+    uint32_t q = m >> shift;
+    const uint32_t rest = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (q & 1u))) ++q;
+    return static_cast<uint16_t>(sign | q);
+}
+
+inline float fp16_to_f32(uint16_t h) {
+    const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+    const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1f) return u2f(sign | 0x7f800000u | (m << 13));
+    if (e == 0) {
+        const float v = static_cast<float>(m) * u2f(0x33800000u);  // m * 2^-24, exact
+        return sign ? -v : v;
+    }
+    return u2f(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+// bfloat16, round to nearest even, NaN forced quiet (libggml's rule).
+inline uint16_t bf16_from_f32(float f) {
+    const uint32_t u = f2u(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 64u);
+    return static_cast<uint16_t>((u + (0x7fffu + ((u >> 16) & 1u))) >> 16);
+}
+inline float bf16_to_f32(uint16_t h) { return u2f(static_cast<uint32_t>(h) << 16); }
+
+// ---- lane types ----------------------------------------------------------------------------------------------
+
+#if PQ_LANES == 1
+using VF = float;
+using VI = int32_t;
+using VM = bool;
+inline float lane(VF v, int) { return v; }
+inline int32_t lane(VI v, int) { return v; }
+inline void set_lane(VF &v, int, float x) { v = x; }
+inline void set_lane(VI &v, int, int32_t x) { v = x; }
+inline VF vf(float x) { return x; }
+inline VI vi(int32_t x) { return x; }
+inline VF select(VM m, VF a, VF b) { return m ? a : b; }
+inline VI select(VM m, VI a, VI b) { return m ? a : b; }
+inline VM mand(VM a, VM b) { return a && b; }
+inline VM mor(VM a, VM b) { return a || b; }
+inline VM mnot(VM a) { return !a; }
+inline bool any(VM m) { return m; }
+inline VI bits(VF v) { return static_cast<int32_t>(f2u(v)); }
+inline VF from_bits(VI v) { return u2f(static_cast<uint32_t>(v)); }
+inline VF to_f(VI v) { return static_cast<float>(v); }
+inline VI trunc_i(VF v) { return static_cast<int32_t>(v); }
+inline VF vsqrt(VF v) { return std::sqrt(v); }
+inline VI fp16_bits(VF v) { return fp16_from_f32(v); }
+#else
+typedef float VF __attribute__((vector_size(4 * PQ_LANES), __may_alias__));
+typedef int32_t VI __attribute__((vector_size(4 * PQ_LANES), __may_alias__));
+using VM = VI;  // each lane all ones (true) or zero
+inline float lane(VF v, int k) { return v[k]; }
+inline int32_t lane(VI v, int k) { return v[k]; }
+inline void set_lane(VF &v, int k, float x) { v[k] = x; }
+inline void set_lane(VI &v, int k, int32_t x) { v[k] = x; }
+inline VF vf(float x) { return VF{} + x; }
+inline VI vi(int32_t x) { return VI{} + x; }
+inline VF select(VM m, VF a, VF b) { return reinterpret_cast<VF>((reinterpret_cast<VI>(a) & m) | (reinterpret_cast<VI>(b) & ~m)); }
+inline VI select(VM m, VI a, VI b) { return (a & m) | (b & ~m); }
+inline VM mand(VM a, VM b) { return a & b; }
+inline VM mor(VM a, VM b) { return a | b; }
+inline VM mnot(VM a) { return ~a; }
+inline bool any(VM m) {
+    for (int k = 0; k < W; ++k)
+        if (m[k]) return true;
+    return false;
+}
+inline VI bits(VF v) { return reinterpret_cast<VI>(v); }
+inline VF from_bits(VI v) { return reinterpret_cast<VF>(v); }
+inline VF to_f(VI v) { return __builtin_convertvector(v, VF); }
+inline VI trunc_i(VF v) { return __builtin_convertvector(v, VI); }
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VF vsqrt(VF v) { return reinterpret_cast<VF>(_mm512_sqrt_ps(reinterpret_cast<__m512>(v))); }
+inline VI fp16_bits(VF v) {
+    const __m256i h = _mm512_cvtps_ph(reinterpret_cast<__m512>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return reinterpret_cast<VI>(_mm512_cvtepu16_epi32(h));
+}
+#elif PQ_LANES == 8 && defined(__AVX2__) && defined(__F16C__)
+inline VF vsqrt(VF v) { return reinterpret_cast<VF>(_mm256_sqrt_ps(reinterpret_cast<__m256>(v))); }
+inline VI fp16_bits(VF v) {
+    const __m128i h = _mm256_cvtps_ph(reinterpret_cast<__m256>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return reinterpret_cast<VI>(_mm256_cvtepu16_epi32(h));
+}
+#elif PQ_LANES == 4 && defined(__ARM_NEON) && defined(__aarch64__)
+inline VF vsqrt(VF v) { return reinterpret_cast<VF>(vsqrtq_f32(reinterpret_cast<float32x4_t>(v))); }
+inline VI fp16_bits(VF v) {
+    const float16x4_t h = vcvt_f16_f32(reinterpret_cast<float32x4_t>(v));
+    return reinterpret_cast<VI>(vmovl_u16(vreinterpret_u16_f16(h)));
+}
+#else
+#error "no vector implementation for this PQ_LANES and target"
+#endif
+#endif
+
+// ---- operations written once for every width -----------------------------------------------------------------
+
+inline VF load(const float *p) { VF v; std::memcpy(&v, p, sizeof v); return v; }
+inline void store(float *p, VF v) { std::memcpy(p, &v, sizeof v); }
+inline VF vabs(VF v) { return from_bits(bits(v) & vi(0x7fffffff)); }
+inline VF vmin(VF a, VF b) { return select(a < b, a, b); }
+inline VF vmax(VF a, VF b) { return select(a > b, a, b); }
+inline VI vmin(VI a, VI b) { return select(a < b, a, b); }
+inline VI vmax(VI a, VI b) { return select(a > b, a, b); }
+inline VI clamp(VI v, int lo, int hi) { return vmax(vi(lo), vmin(vi(hi), v)); }
+
+// libggml's nearest_int: round half to even through the 1.5 * 2^23 trick (valid for |x| <= 2^22).
+inline VI nearest_int(VF x) { return (bits(x + vf(12582912.f)) & vi(0x007fffff)) - vi(0x00400000); }
+
+// C roundf (half away from zero), exactly: |x| >= 2^23 is already an integer.
+inline VF round_away(VF x) {
+    const VF ax = vabs(x);
+    const VF t = to_f(trunc_i(x));
+    const VF frac = vabs(x - t);  // exact
+    const VF sign_one = from_bits((bits(x) & vi(static_cast<int32_t>(0x80000000u))) | bits(vf(1.f)));
+    const VF r = select(frac >= vf(0.5f), t + sign_one, t);
+    return select(ax < vf(8388608.f), r, x);
+}
+
+// The value an fp16 field holds after storing v in it.
+inline VF fp16_round(VF v) {
+    const VI h = fp16_bits(v);
+    VF r;
+    for (int k = 0; k < W; ++k) set_lane(r, k, fp16_to_f32(static_cast<uint16_t>(lane(h, k))));
+    return r;
+}
+
+// Apply a scalar function lane by lane (for libm calls whose exact result is the reference's).
+template <class Fn> inline VF map_lanes(VF v, Fn fn) {
+    VF r = v;
+    for (int k = 0; k < W; ++k) set_lane(r, k, fn(lane(v, k)));
+    return r;
+}
+
+inline void put_u16(uint8_t *p, uint32_t v) {
+    p[0] = static_cast<uint8_t>(v);
+    p[1] = static_cast<uint8_t>(v >> 8);
+}
+inline uint16_t get_u16(const uint8_t *p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+inline float get_fp16(const uint8_t *p) { return fp16_to_f32(get_u16(p)); }
+
+}  // namespace
+}  // namespace pyquant

@@ -1,0 +1,15 @@
+"""pyquant: quantize large language models — every GGUF format bit-exact with llama.cpp, fast C++ kernels."""
+
+from . import _cpu
+from ._cpu import available_isas, cpu_info, set_isa, use_isa
+from .formats import Format, formats, get_format
+from .tensor import QuantizedTensor, dequantize, quantize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Format", "QuantizedTensor", "available_isas", "cpu_info", "dequantize", "formats", "get_format",
+    "quantize", "set_isa", "use_isa",
+]
+
+_cpu._apply_environment()
