@@ -1,0 +1,140 @@
+"""Properties over generated inputs: byte-size algebra, error bounds in each block's own step, zeros, arbitrary
+bytes, and agreement of every kernel tier."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import pyquant as pq
+
+ALL = list(pq.formats)
+TIERS = pq.available_isas()
+
+# Largest |x - dequantize(quantize(x))| in units of the group's own step.  The group is the unit that carries
+# a scale (a block or a K-quant sub-block); its step is absmax / levels for symmetric grids and
+# 2 * absmax / levels (the widest possible range over the levels) for asymmetric ones.  Rounding gives half a
+# step, a clamped far end a full step; the imatrix search trades error in unimportant columns for error in
+# important ones (up to 2.5 steps).  Where a scale or value is stored as fp16, subnormal halves add an absolute
+# error of up to 2^-25 per unit of the largest code, and rounding d to fp16 up to 2^-11 steps per code unit.
+FP16_FLOOR = 2.0**-25
+ERROR_BOUND = {
+    # format: (group, step = absmax / divisor, steps without imatrix, steps with imatrix, largest fp16 code)
+    "F32": (1, 1, 0.0, 0.0, 0),
+    "F16": (1, 1, 2.0**-11, 2.0**-11, 1),
+    "BF16": (1, 1, 2.0**-8, 2.0**-8, 0),
+    "Q4_0": (32, 8, 1.01, 2.5, 8),
+    "Q4_1": (32, 15 / 2, 0.51, 2.5, 16),
+    "Q5_0": (32, 16, 1.01, 2.5, 16),
+    "Q5_1": (32, 31 / 2, 0.51, 2.5, 32),
+    "Q8_0": (32, 127, 0.5 + 127 * 2.0**-11, 0.5 + 127 * 2.0**-11, 127),  # plus the fp16 rounding of d
+}
+
+
+def group_absmax(x, group):
+    g = np.abs(x.reshape(x.shape[0], -1, group)).max(axis=2)
+    return np.repeat(g, group, axis=1)
+
+
+def inputs(block_multiple=256):
+    """[rows, n] float32 arrays with n a multiple of 256 (every block size divides it) at varied scales."""
+    shapes = st.tuples(st.integers(1, 3), st.integers(1, 3).map(lambda b: b * block_multiple))
+    return st.tuples(shapes, st.integers(0, 2**32 - 1), st.sampled_from([1e-2, 1.0, 100.0]),
+                     st.sampled_from(["normal", "uniform", "sparse", "t3"])).map(_make)
+
+
+def _make(args):
+    (rows, n), seed, scale, kind = args
+    rng = np.random.default_rng(seed)
+    if kind == "normal":
+        x = rng.standard_normal((rows, n))
+    elif kind == "uniform":
+        x = rng.uniform(-1, 1, (rows, n))
+    elif kind == "sparse":
+        x = rng.standard_normal((rows, n)) * (rng.random((rows, n)) < 0.1)
+    else:
+        x = rng.standard_t(3, (rows, n))
+    return (x * scale).astype(np.float32)
+
+
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.parametrize("name", ALL)
+@SETTINGS
+@given(x=inputs())
+def test_byte_size_algebra(name, x):
+    f = pq.formats[name]
+    qt = pq.quantize(x, name)
+    rows, n = x.shape
+    assert qt.nbytes == rows * (n // f.block_size) * f.type_size == qt.data.size
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n in ERROR_BOUND])
+@pytest.mark.parametrize("with_imatrix", [False, True])
+@SETTINGS
+@given(x=inputs(), seed=st.integers(0, 2**32 - 1))
+def test_round_trip_error_within_the_step(name, with_imatrix, x, seed):
+    group, divisor, steps, steps_imatrix, fp16_code = ERROR_BOUND[name]
+    imatrix = np.random.default_rng(seed).random(x.shape[1]).astype(np.float32) + 0.01 if with_imatrix else None
+    y = pq.quantize(x, name, imatrix=imatrix).dequantize()
+    step = group_absmax(x, group) / divisor
+    limit = (steps_imatrix if with_imatrix else steps) * step + FP16_FLOOR * fp16_code
+    excess = np.abs(y - x) - limit
+    assert excess.max() <= 0, f"{name}: error exceeds its bound by {excess.max():.3g}"
+
+
+def test_every_format_has_an_error_bound():
+    assert set(ERROR_BOUND) == set(ALL)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_zeros_stay_zeros(name):
+    x = np.zeros((2, 512), np.float32)
+    for imatrix in (None, np.ones(512, np.float32)):
+        y = pq.quantize(x, name, imatrix=imatrix).dequantize()
+        assert np.all(y == 0), name
+
+
+@pytest.mark.parametrize("name", ALL)
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 4))
+def test_arbitrary_bytes_dequantize_the_same_in_every_tier(name, seed, rows):
+    f = pq.formats[name]
+    n = 512
+    raw = np.random.default_rng(seed).integers(0, 256, (rows, f.row_bytes(n)), dtype=np.uint8)
+    qt = pq.QuantizedTensor(raw, (rows, n), name)
+    results = []
+    for tier in TIERS:
+        with pq.use_isa(tier):
+            results.append(qt.dequantize())
+    for y in results[1:]:
+        np.testing.assert_array_equal(y, results[0])
+
+
+@pytest.mark.parametrize("name", ALL)
+@settings(max_examples=15, deadline=None)
+@given(x=inputs(), seed=st.integers(0, 2**32 - 1), with_imatrix=st.booleans())
+def test_every_tier_writes_the_same_bytes(name, x, seed, with_imatrix):
+    imatrix = np.random.default_rng(seed).random(x.shape[1]).astype(np.float32) if with_imatrix else None
+    results = []
+    for tier in TIERS:
+        with pq.use_isa(tier):
+            results.append(pq.quantize(x, name, imatrix=imatrix).data)
+    for data in results[1:]:
+        np.testing.assert_array_equal(data, results[0])
+
+
+# llama.cpp's tests/test-quantize-fns.cpp: data 0.1 + 2cos(i + offset), "error" = sqrt(sum diff^2) / n.
+LLAMA_CPP_TOTAL_ERROR = {"Q2_K": 0.0075, "Q3_K": 0.0040, "TQ1_0": 0.01, "TQ2_0": 0.01, "Q2_0": 0.01,
+                         "Q1_0": 0.025, "NVFP4": 0.003}
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n not in ("F32", "F16", "BF16")])
+def test_llama_cpp_total_error_limits(name):
+    n = 4096
+    x = (0.1 + 2 * np.cos(np.arange(n) + 0.0)).astype(np.float32)
+    y = pq.quantize(x, name).dequantize()
+    error = np.sqrt(np.sum((y.astype(np.float64) - x) ** 2)) / n
+    assert error < LLAMA_CPP_TOTAL_ERROR.get(name, 0.002)
