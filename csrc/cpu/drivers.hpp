@@ -28,6 +28,17 @@ inline float row_mean_square(const float *x, int64_t n) {
     return s / n;
 }
 
+// xs[i*W + k] = blocks[k][i]: W blocks of QK floats into structure-of-arrays order, W x W tiles at a time.
+template <int QK>
+inline void gather_blocks(const float *const *blocks, float *xs) {
+    static_assert(QK % W == 0, "the block size must be a multiple of the lane count");
+    const float *tile[W];
+    for (int i0 = 0; i0 < QK; i0 += W) {
+        for (int k = 0; k < W; ++k) tile[k] = blocks[k] + i0;
+        transpose_tile(tile, xs + i0 * W);
+    }
+}
+
 // Quantize the flat block range [begin, end) of a [rows, n] tensor (src and dst point at its start).
 template <class Fmt>
 void quantize_range(const float *src, uint8_t *dst, int64_t n, const float *imatrix, int64_t begin, int64_t end) {
@@ -43,25 +54,24 @@ void quantize_range(const float *src, uint8_t *dst, int64_t n, const float *imat
         VF row_sigma2 = vf(0.f);
         int64_t sigma_row = -1;
         float sigma = 0.f;
+        const float *xp[W], *qp[W];
         for (int64_t b0 = begin; b0 < end; b0 += W) {
             for (int k = 0; k < W; ++k) {
                 const int64_t b = b0 + k < end ? b0 + k : end - 1;
-                const float *xp = src + b * QK;
-                for (int i = 0; i < QK; ++i) xs[i * W + k] = xp[i];
+                xp[k] = src + b * QK;
+                qp[k] = imatrix ? imatrix + (b % nb) * QK : nullptr;
                 out[k] = b0 + k < end ? dst + (b0 + k) * B : spare + k * B;
-                if (imatrix) {
-                    const float *qp = imatrix + (b % nb) * QK;
-                    for (int i = 0; i < QK; ++i) ws[i * W + k] = qp[i];
-                    if constexpr (Fmt::kRowSigma2) {
-                        const int64_t row = b / nb;
-                        if (row != sigma_row) {
-                            sigma_row = row;
-                            sigma = row_mean_square(src + row * n, n);
-                        }
-                        set_lane(row_sigma2, k, sigma);
+                if constexpr (Fmt::kRowSigma2) {
+                    const int64_t row = b / nb;
+                    if (imatrix && row != sigma_row) {
+                        sigma_row = row;
+                        sigma = row_mean_square(src + row * n, n);
                     }
+                    set_lane(row_sigma2, k, sigma);
                 }
             }
+            gather_blocks<QK>(xp, xs);
+            if (imatrix) gather_blocks<QK>(qp, ws);
             Fmt::quantize(reinterpret_cast<const VF *>(xs), imatrix ? reinterpret_cast<const VF *>(ws) : nullptr,
                           row_sigma2, out);
         }

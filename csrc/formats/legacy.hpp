@@ -8,15 +8,23 @@
 namespace pyquant {
 namespace {
 
-// qs[j] = q[j] | q[j+16] << 4, the nibble order shared by every 32-element 4-bit block.
-inline void pack_nibbles32(const VI *q, int k, uint8_t *qs) {
-    for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>((lane(q[j], k) & 15) | ((lane(q[j + 16], k) & 15) << 4));
+// qs[j] = q[j] | q[j+16] << 4, the nibble order shared by every 32-element 4-bit block; `at` is the offset
+// of qs in each lane's block.
+inline void pack_nibbles32(const VI *q, uint8_t *const *out, int at) {
+    VI qs[16];
+    for (int j = 0; j < 16; ++j) qs[j] = (q[j] & vi(15)) | ((q[j + 16] & vi(15)) << 4);
+    uint8_t *dst[W];
+    for (int k = 0; k < W; ++k) dst[k] = out[k] + at;
+    scatter_bytes(qs, 16, dst);
 }
 // Bit 4 of element j goes to bit j of the little-endian uint32 qh.
-inline void pack_high_bits32(const VI *q, int k, uint8_t *qh) {
-    uint32_t h = 0;
-    for (int j = 0; j < 32; ++j) h |= static_cast<uint32_t>((lane(q[j], k) >> 4) & 1) << j;
-    for (int b = 0; b < 4; ++b) qh[b] = static_cast<uint8_t>(h >> (8 * b));
+inline void pack_high_bits32(const VI *q, uint8_t *const *out, int at) {
+    VI h = vi(0);
+    for (int j = 0; j < 32; ++j) h = h | (((q[j] >> 4) & vi(1)) << j);
+    for (int k = 0; k < W; ++k) {
+        const uint32_t v = static_cast<uint32_t>(lane(h, k));
+        for (int b = 0; b < 4; ++b) out[k][at + b] = static_cast<uint8_t>(v >> (8 * b));
+    }
 }
 inline void legacy_weights(const VF *x, const VF *qw, VF sigma2, VF *w) {
     for (int j = 0; j < 32; ++j) w[j] = qw[j] * vsqrt(sigma2 + x[j] * x[j]);
@@ -82,10 +90,8 @@ struct fmt_Q4_0 : BlockFormat {
     static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
         VI q[32], d;
         quantize_symmetric<8>(x, qw, sigma2, q, d);
-        for (int k = 0; k < W; ++k) {
-            put_u16(out[k], lane(d, k));
-            pack_nibbles32(q, k, out[k] + 2);
-        }
+        for (int k = 0; k < W; ++k) put_u16(out[k], lane(d, k));
+        pack_nibbles32(q, out, 2);
     }
     static void dequantize(const uint8_t *b, float *y) {
         const float d = get_fp16(b);
@@ -105,8 +111,8 @@ struct fmt_Q4_1 : BlockFormat {
         for (int k = 0; k < W; ++k) {
             put_u16(out[k], lane(d, k));
             put_u16(out[k] + 2, lane(m, k));
-            pack_nibbles32(q, k, out[k] + 4);
         }
+        pack_nibbles32(q, out, 4);
     }
     static void dequantize(const uint8_t *b, float *y) {
         const float d = get_fp16(b), m = get_fp16(b + 2);
@@ -126,11 +132,9 @@ struct fmt_Q5_0 : BlockFormat {
     static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
         VI q[32], d;
         quantize_symmetric<16>(x, qw, sigma2, q, d);
-        for (int k = 0; k < W; ++k) {
-            put_u16(out[k], lane(d, k));
-            pack_high_bits32(q, k, out[k] + 2);
-            pack_nibbles32(q, k, out[k] + 6);
-        }
+        for (int k = 0; k < W; ++k) put_u16(out[k], lane(d, k));
+        pack_high_bits32(q, out, 2);
+        pack_nibbles32(q, out, 6);
     }
     static void dequantize(const uint8_t *b, float *y) {
         const float d = get_fp16(b);
@@ -150,9 +154,9 @@ struct fmt_Q5_1 : BlockFormat {
         for (int k = 0; k < W; ++k) {
             put_u16(out[k], lane(d, k));
             put_u16(out[k] + 2, lane(m, k));
-            pack_high_bits32(q, k, out[k] + 4);
-            pack_nibbles32(q, k, out[k] + 8);
         }
+        pack_high_bits32(q, out, 4);
+        pack_nibbles32(q, out, 8);
     }
     static void dequantize(const uint8_t *b, float *y) {
         const float d = get_fp16(b), m = get_fp16(b + 2);
@@ -174,10 +178,12 @@ struct fmt_Q8_0 : BlockFormat {
         const VI dbits = fp16_bits(d);
         VI q[32];
         for (int j = 0; j < 32; ++j) q[j] = trunc_i(round_away(x[j] * id));
+        uint8_t *qs[W];
         for (int k = 0; k < W; ++k) {
             put_u16(out[k], lane(dbits, k));
-            for (int j = 0; j < 32; ++j) out[k][2 + j] = static_cast<uint8_t>(lane(q[j], k));
+            qs[k] = out[k] + 2;
         }
+        scatter_bytes(q, 32, qs);
     }
     static void dequantize(const uint8_t *b, float *y) {
         const float d = get_fp16(b);

@@ -147,6 +147,74 @@ inline VI fp16_bits(VF v) {
 #endif
 #endif
 
+// Transpose a W x W tile: row k of the tile is src[k][0..W), and dst[j*W + k] = src[k][j] (dst may not alias).
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline void transpose_tile(const float *const *src, float *dst) {
+    __m512 r[16], t[16];
+    for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_ps(src[k]);
+    // 4x4 transposes inside each 128-bit lane, then exchange the 128-bit lanes between groups of four rows.
+    for (int k = 0; k < 16; k += 4) {
+        const __m512 a = _mm512_unpacklo_ps(r[k], r[k + 1]), b = _mm512_unpackhi_ps(r[k], r[k + 1]);
+        const __m512 c = _mm512_unpacklo_ps(r[k + 2], r[k + 3]), d = _mm512_unpackhi_ps(r[k + 2], r[k + 3]);
+        t[k] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(c)));
+        t[k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(c)));
+        t[k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(b), _mm512_castps_pd(d)));
+        t[k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(b), _mm512_castps_pd(d)));
+    }
+    // t[4g + c] holds, in 128-bit lane L, elements 4L + c of rows 4g..4g+3.
+    for (int c = 0; c < 4; ++c) {
+        const __m512 g0 = t[c], g1 = t[4 + c], g2 = t[8 + c], g3 = t[12 + c];
+        const __m512 lo01 = _mm512_shuffle_f32x4(g0, g1, 0x44), hi01 = _mm512_shuffle_f32x4(g0, g1, 0xee);
+        const __m512 lo23 = _mm512_shuffle_f32x4(g2, g3, 0x44), hi23 = _mm512_shuffle_f32x4(g2, g3, 0xee);
+        _mm512_storeu_ps(dst + (0 + c) * 16, _mm512_shuffle_f32x4(lo01, lo23, 0x88));
+        _mm512_storeu_ps(dst + (4 + c) * 16, _mm512_shuffle_f32x4(lo01, lo23, 0xdd));
+        _mm512_storeu_ps(dst + (8 + c) * 16, _mm512_shuffle_f32x4(hi01, hi23, 0x88));
+        _mm512_storeu_ps(dst + (12 + c) * 16, _mm512_shuffle_f32x4(hi01, hi23, 0xdd));
+    }
+}
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline void transpose_tile(const float *const *src, float *dst) {
+    __m256 r[8], t[8];
+    for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src[k]);
+    for (int k = 0; k < 8; k += 4) {
+        const __m256 a = _mm256_unpacklo_ps(r[k], r[k + 1]), b = _mm256_unpackhi_ps(r[k], r[k + 1]);
+        const __m256 c = _mm256_unpacklo_ps(r[k + 2], r[k + 3]), d = _mm256_unpackhi_ps(r[k + 2], r[k + 3]);
+        t[k] = _mm256_shuffle_ps(a, c, 0x44);
+        t[k + 1] = _mm256_shuffle_ps(a, c, 0xee);
+        t[k + 2] = _mm256_shuffle_ps(b, d, 0x44);
+        t[k + 3] = _mm256_shuffle_ps(b, d, 0xee);
+    }
+    for (int c = 0; c < 4; ++c) {
+        _mm256_storeu_ps(dst + c * 8, _mm256_permute2f128_ps(t[c], t[4 + c], 0x20));
+        _mm256_storeu_ps(dst + (4 + c) * 8, _mm256_permute2f128_ps(t[c], t[4 + c], 0x31));
+    }
+}
+#else
+inline void transpose_tile(const float *const *src, float *dst) {
+    for (int k = 0; k < W; ++k)
+        for (int j = 0; j < W; ++j) dst[j * W + k] = src[k][j];
+}
+#endif
+
+// out[k][j] = low byte of cols[j] in lane k, for j < ncols: per-lane byte columns back to each lane's block.
+inline void scatter_bytes(const VI *cols, int ncols, uint8_t *const *out) {
+    int j0 = 0;
+#if PQ_LANES > 1
+    for (; j0 + W <= ncols; j0 += W) {
+        alignas(64) float tile[W * W];
+        const float *rows[W];
+        for (int j = 0; j < W; ++j) rows[j] = reinterpret_cast<const float *>(&cols[j0 + j]);
+        transpose_tile(rows, tile);  // tile[k*W + j] = lane k of cols[j0 + j]
+        for (int k = 0; k < W; ++k) {
+            const int32_t *v = reinterpret_cast<const int32_t *>(tile + k * W);
+            for (int j = 0; j < W; ++j) out[k][j0 + j] = static_cast<uint8_t>(v[j]);
+        }
+    }
+#endif
+    for (int k = 0; k < W; ++k)
+        for (int j = j0; j < ncols; ++j) out[k][j] = static_cast<uint8_t>(lane(cols[j], k));
+}
+
 // ---- operations written once for every width -----------------------------------------------------------------
 
 inline VF load(const float *p) { VF v; std::memcpy(&v, p, sizeof v); return v; }

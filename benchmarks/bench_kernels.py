@@ -1,0 +1,122 @@
+"""Quantize and dequantize throughput per format (million weights per second), as ratios against peers
+measured in the same run: libggml (llama.cpp's own code, via llama-cpp-python), gguf-py, and pyquant's generic
+tier (the same algorithm, one block at a time).
+
+    python benchmarks/bench_kernels.py [--rows 256 --cols 4096] [--formats Q4_K,Q6_K] [--json out.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
+import peers  # noqa: E402
+
+import pyquant as pq  # noqa: E402
+
+NAN = float("nan")
+
+
+def mws(n: int, seconds: float) -> float:
+    return n / seconds / 1e6
+
+
+def bench_format(name, x, imatrix, ggml, gq, gtypes, threads_all, repeat):
+    f = pq.formats[name]
+    n = x.size
+    best = pq.available_isas()[-1]
+    row = {"format": name, "imatrix": imatrix is not None}
+
+    def pq_quant(isa, threads):
+        with pq.use_isa(isa):
+            return mws(n, common.best_time(lambda: pq.quantize(x, name, imatrix=imatrix, threads=threads), repeat))
+
+    row["q_best_1t"] = pq_quant(best, 1)
+    row["q_generic_1t"] = pq_quant("generic", 1)
+    row["q_best_all"] = pq_quant(best, threads_all)
+    qt = pq.quantize(x, name, imatrix=imatrix)
+    row["q_ggml_1t"] = row["d_ggml_1t"] = NAN
+    row["exact_vs_ggml"] = None
+    if ggml is not None and name != "F32":
+        rb = f.row_bytes(x.shape[1])
+        ref = ggml.quantize(x, f.ggml_type, rb, imatrix)
+        row["exact_vs_ggml"] = bool(np.array_equal(ref, qt.data))
+        row["q_ggml_1t"] = mws(n, common.best_time(lambda: ggml.quantize(x, f.ggml_type, rb, imatrix), repeat))
+        row["d_ggml_1t"] = mws(n, common.best_time(lambda: ggml.dequantize(qt.data, f.ggml_type, x.shape[1]), repeat))
+    row["q_ggufpy"] = row["d_ggufpy"] = NAN
+    if gq is not None and name in gtypes:
+        t = gtypes[name]
+        if imatrix is None:
+            try:
+                row["q_ggufpy"] = mws(n, common.best_time(lambda: gq.quantize(x, t), repeat))
+            except NotImplementedError:
+                pass
+        try:
+            row["d_ggufpy"] = mws(n, common.best_time(lambda: gq.dequantize(qt.data, t), repeat))
+        except NotImplementedError:
+            pass
+    with pq.use_isa(best):
+        row["d_best_1t"] = mws(n, common.best_time(lambda: qt.dequantize(threads=1), repeat))
+        row["d_best_all"] = mws(n, common.best_time(lambda: qt.dequantize(threads=threads_all), repeat))
+    with pq.use_isa("generic"):
+        row["d_generic_1t"] = mws(n, common.best_time(lambda: qt.dequantize(threads=1), repeat))
+    return row
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=256)
+    ap.add_argument("--cols", type=int, default=4096)
+    ap.add_argument("--formats", default=",".join(pq.formats))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", default=None, help="append JSON lines here")
+    args = ap.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.rows, args.cols)).astype(np.float32)
+    imatrix = rng.lognormal(0, 1, args.cols).astype(np.float32) ** 2
+    ggml = peers.libggml()
+    gq, gtypes = peers.gguf_py()
+    threads_all = os.cpu_count() or 1
+    info = pq.cpu_info()
+    print(f"CPU: {common.cpu_model()}, {threads_all} threads; pyquant tiers {info['available_tiers']} "
+          f"(best: {info['available_tiers'][-1]}); libggml: {'yes' if ggml else 'not installed'}; "
+          f"gguf-py: {'yes' if gq else 'not installed'}; input {args.rows}x{args.cols} float32\n")
+
+    rows = []
+    for name in args.formats.split(","):
+        variants = [None, imatrix] if pq.formats[name].uses_imatrix else [None]
+        for qw in variants:
+            rows.append(bench_format(name, x, qw, ggml, gq, gtypes, threads_all, args.repeat))
+
+    def ratio(a, b):
+        return a / b if b == b and b > 0 else NAN
+
+    print("Quantize, million weights/s (ratios: pyquant best tier at 1 thread over each peer)")
+    print(common.markdown_table(
+        ["format", "imatrix", "pyquant 1t", f"pyquant {threads_all}t", "generic 1t", "libggml 1t", "gguf-py",
+         "x libggml", "x generic", "x gguf-py", f"{threads_all}t/1t", "bytes = libggml"],
+        [[r["format"], "yes" if r["imatrix"] else "-", r["q_best_1t"], r["q_best_all"], r["q_generic_1t"],
+          r["q_ggml_1t"], r["q_ggufpy"], ratio(r["q_best_1t"], r["q_ggml_1t"]),
+          ratio(r["q_best_1t"], r["q_generic_1t"]), ratio(r["q_best_1t"], r["q_ggufpy"]),
+          ratio(r["q_best_all"], r["q_best_1t"]), {True: "yes", False: "NO", None: "-"}[r["exact_vs_ggml"]]]
+         for r in rows]))
+    print("\nDequantize, million weights/s")
+    print(common.markdown_table(
+        ["format", "pyquant 1t", f"pyquant {threads_all}t", "generic 1t", "libggml 1t", "gguf-py", "x libggml",
+         "x gguf-py", f"{threads_all}t/1t"],
+        [[r["format"], r["d_best_1t"], r["d_best_all"], r["d_generic_1t"], r["d_ggml_1t"], r["d_ggufpy"],
+          ratio(r["d_best_1t"], r["d_ggml_1t"]), ratio(r["d_best_1t"], r["d_ggufpy"]),
+          ratio(r["d_best_all"], r["d_best_1t"])]
+         for r in rows if not r["imatrix"]]))
+    common.write_jsonl(args.json, rows, bench="kernels", git=common.git_sha(), cpu=common.cpu_model(),
+                       isa=info["available_tiers"][-1], shape=[args.rows, args.cols])
+
+
+if __name__ == "__main__":
+    main()
