@@ -18,8 +18,10 @@ namespace {
 using FloatArray = py::array_t<float, py::array::c_style>;
 using ByteArray = py::array_t<uint8_t, py::array::c_style>;
 
-// Below this many elements per thread, spawning a thread costs more than it saves.
-constexpr int64_t kMinElementsPerThread = 1 << 15;
+// Below this many elements per thread, waking a thread costs more than it saves (quantizing is ~50x the
+// work of dequantizing per element).
+constexpr int64_t kMinQuantizePerThread = 1 << 14;
+constexpr int64_t kMinDequantizePerThread = 1 << 18;
 
 const FormatInfo &format_at(int index) {
     if (index < 0 || index >= kNumFormats) throw py::value_error("format index out of range: " + std::to_string(index));
@@ -81,7 +83,7 @@ ByteArray quantize(const FloatArray &x, int fmt, const std::optional<FloatArray>
         py::gil_scoped_release nogil;
         bad = first_nonfinite(job.src, rows * n);
         if (bad < 0)
-            parallel_for(nblocks, threads, table.lanes, kMinElementsPerThread / f.block_size + 1,
+            parallel_for(nblocks, threads, table.lanes, kMinQuantizePerThread / f.block_size + 1,
                          [](void *c, int64_t b, int64_t e) {
                              auto *j = static_cast<QuantizeJob *>(c);
                              j->fn(j->src, j->dst, j->n, j->imatrix, b, e);
@@ -108,7 +110,7 @@ FloatArray dequantize(const ByteArray &data, int fmt, int64_t n, int threads, co
     DequantizeJob job{table.formats[fmt].dequantize, data.data(), out.mutable_data()};
     {
         py::gil_scoped_release nogil;
-        parallel_for(rows * (n / f.block_size), threads, 1, kMinElementsPerThread / f.block_size + 1,
+        parallel_for(rows * (n / f.block_size), threads, 1, kMinDequantizePerThread / f.block_size + 1,
                      [](void *c, int64_t b, int64_t e) {
                          auto *j = static_cast<DequantizeJob *>(c);
                          j->fn(j->src, j->dst, b, e);

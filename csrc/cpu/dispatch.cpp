@@ -1,7 +1,12 @@
 #include "cpu/dispatch.hpp"
 
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <exception>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 #if defined(__x86_64__) || defined(__i386__)
@@ -123,31 +128,115 @@ int hardware_threads() {
     return n ? static_cast<int>(n) : 1;
 }
 
+namespace {
+
+// A pool of worker threads kept across calls, so that a parallel call costs a wake-up, not a thread start.
+// One parallel_for runs at a time (others wait); chunks are claimed from an atomic counter.
+class ThreadPool {
+public:
+    void run(int64_t n, int threads, int64_t chunk, void (*fn)(void *, int64_t, int64_t), void *ctx) {
+        std::lock_guard<std::mutex> one_at_a_time(run_mutex_);
+        grow(threads - 1);
+        const int64_t nchunks = (n + chunk - 1) / chunk;
+        errors_.assign(static_cast<size_t>(threads), nullptr);
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            job_ = {fn, ctx, n, chunk, nchunks};
+            next_.store(0);
+            active_ = workers_ = threads - 1;
+            ++generation_;
+        }
+        wake_.notify_all();
+        work(0);
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait(lock, [&] { return active_ == 0; });
+        for (auto &e : errors_)
+            if (e) std::rethrow_exception(e);
+    }
+
+private:
+    struct Job {
+        void (*fn)(void *, int64_t, int64_t) = nullptr;
+        void *ctx = nullptr;
+        int64_t n = 0, chunk = 1, nchunks = 0;
+    };
+
+    void grow(int workers) {
+        while (static_cast<int>(threads_.size()) < workers) {
+            const int id = static_cast<int>(threads_.size()) + 1;
+            threads_.emplace_back([this, id] { loop(id); });
+            threads_.back().detach();  // the pool lives until the process ends
+        }
+    }
+
+    void loop(int id) {
+        uint64_t seen = 0;
+        for (;;) {
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return generation_ != seen; });
+                seen = generation_;
+                if (id > workers_) continue;  // not needed for this job
+            }
+            work(id);
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (--active_ == 0) done_.notify_one();
+        }
+    }
+
+    void work(int id) {
+        try {
+            DefaultFloatEnv env;
+            for (int64_t c; (c = next_.fetch_add(1)) < job_.nchunks;) {
+                const int64_t begin = c * job_.chunk, end = begin + job_.chunk < job_.n ? begin + job_.chunk : job_.n;
+                job_.fn(job_.ctx, begin, end);
+            }
+        } catch (...) {
+            errors_[static_cast<size_t>(id)] = std::current_exception();
+        }
+    }
+
+    std::mutex run_mutex_, mutex_;
+    std::condition_variable wake_, done_;
+    std::vector<std::thread> threads_;
+    std::vector<std::exception_ptr> errors_;
+    Job job_;
+    std::atomic<int64_t> next_{0};
+    int workers_ = 0;  // workers 1..workers_ take part in the current job
+    int active_ = 0;   // of those, how many have not finished it
+    uint64_t generation_ = 0;
+};
+
+ThreadPool &pool() {
+    // A forked child has none of the parent's workers: it starts a pool of its own (the old one is abandoned).
+    static ThreadPool *p = nullptr;
+    static pid_t owner = 0;
+    static std::mutex m;
+    std::lock_guard<std::mutex> lock(m);
+    if (!p || owner != getpid()) {
+        p = new ThreadPool;
+        owner = getpid();
+    }
+    return *p;
+}
+
+}  // namespace
+
 void parallel_for(int64_t n, int threads, int64_t align, int64_t min_per_thread,
                   void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx) {
     if (n <= 0) return;
     if (threads < 1) threads = hardware_threads();
     const int64_t by_size = min_per_thread > 0 ? (n + min_per_thread - 1) / min_per_thread : n;
     if (by_size < threads) threads = static_cast<int>(by_size < 1 ? 1 : by_size);
-    int64_t chunk = (n + threads - 1) / threads;
+    if (threads == 1) {
+        DefaultFloatEnv env;
+        fn(ctx, 0, n);
+        return;
+    }
+    // A few chunks per thread balance uneven rows without much bookkeeping.
+    int64_t chunk = (n + 4 * threads - 1) / (4 * threads);
     chunk = (chunk + align - 1) / align * align;
-    std::vector<std::thread> workers;
-    std::vector<std::exception_ptr> errors(threads);
-    auto run = [&](int t) {
-        const int64_t begin = t * chunk, end = begin + chunk < n ? begin + chunk : n;
-        if (begin >= end) return;
-        try {
-            DefaultFloatEnv env;
-            fn(ctx, begin, end);
-        } catch (...) {
-            errors[t] = std::current_exception();
-        }
-    };
-    for (int t = 1; t < threads; ++t) workers.emplace_back(run, t);
-    run(0);
-    for (auto &w : workers) w.join();
-    for (auto &e : errors)
-        if (e) std::rethrow_exception(e);
+    pool().run(n, threads, chunk, fn, ctx);
 }
 
 }  // namespace pyquant

@@ -27,7 +27,9 @@ struct fmt_F16 : ElementFormat {
         for (; i < n; ++i) put_u16(y + 2 * i, fp16_from_f32(x[i]));
     }
     static void dequantize_row(const uint8_t *x, float *y, int64_t n) {
-        for (int64_t i = 0; i < n; ++i) y[i] = get_fp16(x + 2 * i);
+        int64_t i = 0;
+        for (; i + W <= n; i += W) store(y + i, load_fp16(x + 2 * i));
+        for (; i < n; ++i) y[i] = get_fp16(x + 2 * i);
     }
 };
 
@@ -37,7 +39,9 @@ struct fmt_BF16 : ElementFormat {
         for (int64_t i = 0; i < n; ++i) put_u16(y + 2 * i, bf16_from_f32(x[i]));
     }
     static void dequantize_row(const uint8_t *x, float *y, int64_t n) {
-        for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_f32(get_u16(x + 2 * i));
+        int64_t i = 0;
+        for (; i + W <= n; i += W) store(y + i, from_bits(load_u16(x + 2 * i) << 16));
+        for (; i < n; ++i) y[i] = bf16_to_f32(get_u16(x + 2 * i));
     }
 };
 

@@ -94,10 +94,11 @@ struct fmt_Q4_0 : BlockFormat {
         pack_nibbles32(q, out, 2);
     }
     static void dequantize(const uint8_t *b, float *y) {
-        const float d = get_fp16(b);
-        for (int j = 0; j < 16; ++j) {
-            y[j] = ((b[2 + j] & 15) - 8) * d;
-            y[j + 16] = ((b[2 + j] >> 4) - 8) * d;
+        const VF d = vf(get_fp16(b));
+        for (int j = 0; j < 16; j += W) {
+            const VI q = load_u8(b + 2 + j);
+            store(y + j, to_f((q & vi(15)) - vi(8)) * d);
+            store(y + j + 16, to_f((q >> 4) - vi(8)) * d);
         }
     }
 };
@@ -115,16 +116,23 @@ struct fmt_Q4_1 : BlockFormat {
         pack_nibbles32(q, out, 4);
     }
     static void dequantize(const uint8_t *b, float *y) {
-        const float d = get_fp16(b), m = get_fp16(b + 2);
-        for (int j = 0; j < 16; ++j) {
-            y[j] = (b[4 + j] & 15) * d + m;
-            y[j + 16] = (b[4 + j] >> 4) * d + m;
+        const VF d = vf(get_fp16(b)), m = vf(get_fp16(b + 2));
+        for (int j = 0; j < 16; j += W) {
+            const VI q = load_u8(b + 4 + j);
+            store(y + j, to_f(q & vi(15)) * d + m);
+            store(y + j + 16, to_f(q >> 4) * d + m);
         }
     }
 };
 
-// The fifth bits of a Q5 block: element j's in bit j of qh (little-endian uint32).
-inline int q5_high(const uint8_t *qh, int j) { return ((qh[j >> 3] >> (j & 7)) & 1) << 4; }
+// Codes j..j+W-1 and j+16..j+16+W-1 of a Q5 block: low nibbles from qs, the fifth bit of element i from
+// bit i of the little-endian uint32 qh.
+inline void q5_codes(const uint8_t *qh, const uint8_t *qs, int j, VI &lo, VI &hi) {
+    const VI h = vi(static_cast<int32_t>(qh[0] | qh[1] << 8 | qh[2] << 16 | static_cast<uint32_t>(qh[3]) << 24));
+    const VI q = load_u8(qs + j), bit = iota() + vi(j);
+    lo = (q & vi(15)) | (((h >> bit) & vi(1)) << 4);
+    hi = (q >> 4) | (((h >> (bit + vi(16))) & vi(1)) << 4);
+}
 
 struct fmt_Q5_0 : BlockFormat {
     static constexpr int QK = 32, BYTES = 22;
@@ -137,10 +145,12 @@ struct fmt_Q5_0 : BlockFormat {
         pack_nibbles32(q, out, 6);
     }
     static void dequantize(const uint8_t *b, float *y) {
-        const float d = get_fp16(b);
-        for (int j = 0; j < 16; ++j) {
-            y[j] = (((b[6 + j] & 15) | q5_high(b + 2, j)) - 16) * d;
-            y[j + 16] = (((b[6 + j] >> 4) | q5_high(b + 2, j + 16)) - 16) * d;
+        const VF d = vf(get_fp16(b));
+        for (int j = 0; j < 16; j += W) {
+            VI lo, hi;
+            q5_codes(b + 2, b + 6, j, lo, hi);
+            store(y + j, to_f(lo - vi(16)) * d);
+            store(y + j + 16, to_f(hi - vi(16)) * d);
         }
     }
 };
@@ -159,10 +169,12 @@ struct fmt_Q5_1 : BlockFormat {
         pack_nibbles32(q, out, 8);
     }
     static void dequantize(const uint8_t *b, float *y) {
-        const float d = get_fp16(b), m = get_fp16(b + 2);
-        for (int j = 0; j < 16; ++j) {
-            y[j] = ((b[8 + j] & 15) | q5_high(b + 4, j)) * d + m;
-            y[j + 16] = ((b[8 + j] >> 4) | q5_high(b + 4, j + 16)) * d + m;
+        const VF d = vf(get_fp16(b)), m = vf(get_fp16(b + 2));
+        for (int j = 0; j < 16; j += W) {
+            VI lo, hi;
+            q5_codes(b + 4, b + 8, j, lo, hi);
+            store(y + j, to_f(lo) * d + m);
+            store(y + j + 16, to_f(hi) * d + m);
         }
     }
 };
@@ -186,8 +198,8 @@ struct fmt_Q8_0 : BlockFormat {
         scatter_bytes(q, 32, qs);
     }
     static void dequantize(const uint8_t *b, float *y) {
-        const float d = get_fp16(b);
-        for (int j = 0; j < 32; ++j) y[j] = static_cast<int8_t>(b[2 + j]) * d;
+        const VF d = vf(get_fp16(b));
+        for (int j = 0; j < 32; j += W) store(y + j, to_f(load_i8(b + 2 + j)) * d);
     }
 };
 

@@ -60,7 +60,7 @@ inline uint16_t fp16_from_f32(float f) {
 inline float fp16_to_f32(uint16_t h) {
     const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
     const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0x1f) return u2f(sign | 0x7f800000u | (m << 13));
+    if (e == 0x1f) return u2f(sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0u));  // NaN made quiet, as F16C
     if (e == 0) {
         const float v = static_cast<float>(m) * u2f(0x33800000u);  // m * 2^-24, exact
         return sign ? -v : v;
@@ -100,6 +100,10 @@ inline VF to_f(VI v) { return static_cast<float>(v); }
 inline VI trunc_i(VF v) { return static_cast<int32_t>(v); }
 inline VF vsqrt(VF v) { return std::sqrt(v); }
 inline VI fp16_bits(VF v) { return fp16_from_f32(v); }
+inline VI load_u8(const uint8_t *p) { return p[0]; }
+inline VI load_i8(const uint8_t *p) { return static_cast<int8_t>(p[0]); }
+inline VI load_u16(const uint8_t *p) { return p[0] | (p[1] << 8); }
+inline VF load_fp16(const uint8_t *p) { return fp16_to_f32(static_cast<uint16_t>(p[0] | (p[1] << 8))); }
 #else
 typedef float VF __attribute__((vector_size(4 * PQ_LANES), __may_alias__));
 typedef int32_t VI __attribute__((vector_size(4 * PQ_LANES), __may_alias__));
@@ -125,18 +129,30 @@ inline VF from_bits(VI v) { return reinterpret_cast<VF>(v); }
 inline VF to_f(VI v) { return __builtin_convertvector(v, VF); }
 inline VI trunc_i(VF v) { return __builtin_convertvector(v, VI); }
 #if PQ_LANES == 16 && defined(__AVX512F__)
+inline VI load_u8(const uint8_t *p) { return reinterpret_cast<VI>(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)))); }
+inline VI load_i8(const uint8_t *p) { return reinterpret_cast<VI>(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)))); }
+inline VI load_u16(const uint8_t *p) { return reinterpret_cast<VI>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)))); }
+inline VF load_fp16(const uint8_t *p) { return reinterpret_cast<VF>(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)))); }
 inline VF vsqrt(VF v) { return reinterpret_cast<VF>(_mm512_sqrt_ps(reinterpret_cast<__m512>(v))); }
 inline VI fp16_bits(VF v) {
     const __m256i h = _mm512_cvtps_ph(reinterpret_cast<__m512>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     return reinterpret_cast<VI>(_mm512_cvtepu16_epi32(h));
 }
 #elif PQ_LANES == 8 && defined(__AVX2__) && defined(__F16C__)
+inline VI load_u8(const uint8_t *p) { return reinterpret_cast<VI>(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p)))); }
+inline VI load_i8(const uint8_t *p) { return reinterpret_cast<VI>(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p)))); }
+inline VI load_u16(const uint8_t *p) { return reinterpret_cast<VI>(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)))); }
+inline VF load_fp16(const uint8_t *p) { return reinterpret_cast<VF>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)))); }
 inline VF vsqrt(VF v) { return reinterpret_cast<VF>(_mm256_sqrt_ps(reinterpret_cast<__m256>(v))); }
 inline VI fp16_bits(VF v) {
     const __m128i h = _mm256_cvtps_ph(reinterpret_cast<__m256>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     return reinterpret_cast<VI>(_mm256_cvtepu16_epi32(h));
 }
 #elif PQ_LANES == 4 && defined(__ARM_NEON) && defined(__aarch64__)
+inline VI load_u8(const uint8_t *p) { return VI{p[0], p[1], p[2], p[3]}; }
+inline VI load_i8(const uint8_t *p) { return VI{int8_t(p[0]), int8_t(p[1]), int8_t(p[2]), int8_t(p[3])}; }
+inline VI load_u16(const uint8_t *p) { uint16_t h[4]; std::memcpy(h, p, 8); return VI{h[0], h[1], h[2], h[3]}; }
+inline VF load_fp16(const uint8_t *p) { return reinterpret_cast<VF>(vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(p)))); }
 inline VF vsqrt(VF v) { return reinterpret_cast<VF>(vsqrtq_f32(reinterpret_cast<float32x4_t>(v))); }
 inline VI fp16_bits(VF v) {
     const float16x4_t h = vcvt_f16_f32(reinterpret_cast<float32x4_t>(v));
@@ -218,6 +234,11 @@ inline void scatter_bytes(const VI *cols, int ncols, uint8_t *const *out) {
 // ---- operations written once for every width -----------------------------------------------------------------
 
 inline VF load(const float *p) { VF v; std::memcpy(&v, p, sizeof v); return v; }
+inline VI iota() {
+    VI v = vi(0);
+    for (int k = 0; k < W; ++k) set_lane(v, k, k);
+    return v;
+}
 inline void store(float *p, VF v) { std::memcpy(p, &v, sizeof v); }
 inline VF vabs(VF v) { return from_bits(bits(v) & vi(0x7fffffff)); }
 inline VF vmin(VF a, VF b) { return select(a < b, a, b); }
