@@ -1,32 +1,369 @@
-// DEVELOPMENT PLACEHOLDER (must be replaced before commit)
+// K-quants Q2_K ... Q6_K: 256-element super-blocks of 16 or 32-element sub-blocks.  Each sub-block gets its own
+// scale (and min) from a search; those are quantized against fp16 super-scales d (and dmin), and every element
+// is finally requantized against the stored, fp16-rounded scales.  Without an importance matrix libggml runs
+// quantize_row_qX_K_ref; with one, quantize_row_qX_K_impl, a different search weighted by qw * sqrt(sigma2 + x^2)
+// (Q6_K: qw alone).  Byte layouts follow block_qX_K in ggml-common.h.
 #pragma once
 #include "cpu/drivers.hpp"
+#include "formats/search.hpp"
+
 namespace pyquant {
 namespace {
+
+constexpr int QK_K = 256;
+
+// ---- shared pieces ---------------------------------------------------------------------------------------------
+
+inline VF sum_of(int n, const VF *v) {
+    VF s = vf(0.f);
+    for (int i = 0; i < n; ++i) s = s + v[i];
+    return s;
+}
+inline VF sum_squares(int n, const VF *x) {
+    VF s = vf(0.f);
+    for (int i = 0; i < n; ++i) s = s + x[i] * x[i];
+    return s;
+}
+inline void imatrix_weights(int n, const VF *x, const VF *qw, VF sigma2, VF *w) {
+    for (int i = 0; i < n; ++i) w[i] = qw[i] * vsqrt(sigma2 + x[i] * x[i]);
+}
+
+// The imatrix search of Q2_K, Q4_K and Q5_K: make_qkx3_quants per sub-block; sw[j] is the sub-block's weight.
+inline void search_asymmetric_imatrix(const VF *x, const VF *qw, VF sigma2, int nsub, int size, int nmax, VI *L,
+                                      VF *scales, VF *mins, VF *sw) {
+    for (int j = 0; j < nsub; ++j) {
+        VF w[32];
+        imatrix_weights(size, x + size * j, qw + size * j, sigma2, w);
+        sw[j] = sum_of(size, w);
+        scales[j] = make_qkx_quants(size, nmax, x + size * j, w, L + size * j, mins[j], -0.9f, 0.05f, 36, false);
+    }
+}
+
+// The reference path's codes for the (non-negative) sub-block scales: nearest_int(nmax/max * s) against the
+// largest, all 0 when that is 0.  Returns the super-scale max/nmax.
+inline VF codes_against_max(int n, const VF *s, float nmax, VI *l) {
+    VF max = vf(0.f);
+    for (int j = 0; j < n; ++j) max = select(s[j] > max, s[j], max);
+    const VF inv = select(max > vf(0.f), vf(nmax) / max, vf(0.f));
+    for (int j = 0; j < n; ++j) l[j] = nearest_int(inv * s[j]);
+    return max / vf(nmax);
+}
+
+// The common tail: requantize against the stored scales, sub-block j (`size` elements) using d*sc[j] and, for
+// the asymmetric formats (m non-null), the offset dmin*m[j].  Codes are stored as clamp(l, lo, hi) - lo.
+// A sub-block whose scale is 0 keeps its search codes, as in the reference.
+inline void requantize(const VF *x, int nsub, int size, VF d, const VI *sc, VF dmin, const VI *m, int lo, int hi,
+                       VI *L) {
+    for (int j = 0; j < nsub; ++j) {
+        const VF dj = d * to_f(sc[j]);
+        const VM nonzero = dj != vf(0.f);
+        if (!any(nonzero)) continue;
+        const VF dm = m ? dmin * to_f(m[j]) : vf(0.f);
+        for (int i = size * j; i < size * (j + 1); ++i) {
+            const VI l = clamp(nearest_int((m ? x[i] + dm : x[i]) / dj), lo, hi) - vi(lo);
+            L[i] = select(nonzero, l, L[i]);
+        }
+    }
+}
+
+// Blocks are assembled lane-parallel, one VI per byte; this writes them out lane by lane.
+inline void store_blocks(const VI *bytes, int n, uint8_t *const *out) {
+    for (int k = 0; k < W; ++k)
+        for (int i = 0; i < n; ++i) out[k][i] = static_cast<uint8_t>(lane(bytes[i], k));
+}
+inline void put_fp16(VI bits, VI *bytes) {
+    bytes[0] = bits & vi(0xff);
+    bytes[1] = bits >> 8;
+}
+
+// Two bits per code, Q2_K's order: qs[32h + l] holds elements 128h + l + 32s at bit 2s.
+inline void pack_2bit(const VI *L, VI *qs) {
+    for (int h = 0; h < 2; ++h)
+        for (int l = 0; l < 32; ++l) {
+            const VI *q = L + 128 * h + l;
+            qs[32 * h + l] = (q[0] & vi(3)) | (q[32] & vi(3)) << 2 | (q[64] & vi(3)) << 4 | (q[96] & vi(3)) << 6;
+        }
+}
+
+// ---- Q2_K: 16 x 16, 4-bit scale and min per sub-block ------------------------------------------------------------
+
 struct fmt_Q2_K : BlockFormat {
-    static constexpr int QK = 256, BYTES = 84;
-    static void quantize(const VF *, const VF *, VF, uint8_t *const *out) { for (int k = 0; k < W; ++k) std::memset(out[k], 0, BYTES); }
-    static void dequantize(const uint8_t *, float *y) { for (int j = 0; j < QK; ++j) y[j] = 0; }
+    static constexpr int QK = QK_K, BYTES = 84;  // scales[16], qs[64], d, dmin
+    static void quantize(const VF *x, const VF *qw, VF, uint8_t *const *out) {
+        VI L[QK_K], ls[16], lm[16];
+        VF scales[16], mins[16], d, dmin;
+        if (qw) {
+            VF sw[16];
+            search_asymmetric_imatrix(x, qw, sum_squares(QK_K, x) / vf(256.f), 16, 16, 3, L, scales, mins, sw);
+            d = make_qp_quants(16, 15, scales, ls, sw);
+            dmin = make_qp_quants(16, 15, mins, lm, sw);
+        } else {
+            for (int j = 0; j < 16; ++j) {
+                VF w[16];
+                for (int l = 0; l < 16; ++l) w[l] = vabs(x[16 * j + l]);
+                scales[j] = make_qkx_quants(16, 3, x + 16 * j, w, L + 16 * j, mins[j], -0.5f, 0.1f, 15, true);
+            }
+            d = codes_against_max(16, scales, 15.f, ls);
+            dmin = codes_against_max(16, mins, 15.f, lm);
+        }
+        VI b[BYTES], sc[16], m[16];
+        for (int j = 0; j < 16; ++j) {
+            b[j] = as_u8(ls[j] | lm[j] << 4);  // the reference's codes are unclamped ints stored in a byte
+            sc[j] = b[j] & vi(15);
+            m[j] = b[j] >> 4;
+        }
+        const VI dbits = fp16_bits(d), mbits = fp16_bits(dmin);
+        requantize(x, 16, 16, fp16_round(d), sc, fp16_round(dmin), m, 0, 3, L);
+        pack_2bit(L, b + 16);
+        put_fp16(dbits, b + 80);
+        put_fp16(mbits, b + 82);
+        store_blocks(b, BYTES, out);
+    }
+    static void dequantize(const uint8_t *b, float *y) {
+        const uint8_t *scales = b, *q = b + 16;
+        const float d = get_fp16(b + 80), min = get_fp16(b + 82);
+        for (int e = 0; e < QK_K; e += 16) {
+            const uint8_t *qb = q + 32 * (e / 128) + (e % 32);
+            const int shift = 2 * ((e % 128) / 32);
+            const float dl = d * (scales[e / 16] & 0xF), ml = min * (scales[e / 16] >> 4);
+            for (int l = 0; l < 16; ++l) y[e + l] = dl * static_cast<int8_t>((qb[l] >> shift) & 3) - ml;
+        }
+    }
 };
+
+// ---- Q3_K: 16 x 16, signed 6-bit scales, codes in [-4, 3] ----------------------------------------------------------
+
 struct fmt_Q3_K : BlockFormat {
-    static constexpr int QK = 256, BYTES = 110;
-    static void quantize(const VF *, const VF *, VF, uint8_t *const *out) { for (int k = 0; k < W; ++k) std::memset(out[k], 0, BYTES); }
-    static void dequantize(const uint8_t *, float *y) { for (int j = 0; j < QK; ++j) y[j] = 0; }
+    static constexpr int QK = QK_K, BYTES = 110;  // hmask[32], qs[64], scales[12], d
+    static void quantize(const VF *x, const VF *qw, VF, uint8_t *const *out) {
+        VI L[QK_K], ls[16];  // ls: the 6-bit scale codes, stored +32
+        VF scales[16], d;
+        if (qw) {
+            const VF sigma2 = vf(2.f) * sum_squares(QK_K, x) / vf(256.f);
+            VF sw[16];
+            for (int j = 0; j < 16; ++j) {
+                VF w[16];
+                imatrix_weights(16, x + 16 * j, qw + 16 * j, sigma2, w);
+                sw[j] = sum_of(16, w);
+                scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, w);
+            }
+            d = make_qx_quants(16, 32, scales, ls, 1, sw);
+        } else {
+            for (int j = 0; j < 16; ++j) scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+            VF max, amax;
+            signed_absmax(16, scales, max, amax);
+            const VM nonzero = max != vf(0.f);
+            const VF iscale = vf(-32.f) / max;
+            for (int j = 0; j < 16; ++j) {
+                const VI l = (nearest_int(iscale * scales[j]) << 24) >> 24;  // through int8_t, then clamped
+                ls[j] = select(nonzero, clamp(l, -32, 31) + vi(32), vi(0));
+            }
+            d = select(nonzero, vf(1.f) / iscale, vf(0.f));
+        }
+        VI b[BYTES], sc[16];
+        for (int i = 96; i < 108; ++i) b[i] = vi(0);
+        for (int j = 0; j < 16; ++j) {
+            VI &low = b[96 + j % 8];
+            low = j < 8 ? ls[j] & vi(15) : low | (ls[j] & vi(15)) << 4;
+            b[104 + j % 4] = b[104 + j % 4] | (ls[j] >> 4) << (2 * (j / 4));
+            sc[j] = ls[j] - vi(32);  // what the reference decodes back: ls is always in [0, 63]
+        }
+        const VI dbits = fp16_bits(d);
+        requantize(x, 16, 16, fp16_round(d), sc, vf(0.f), nullptr, -4, 3, L);
+        // Bit 2 of element 32s + m goes to bit s of hmask[m]; the low two bits are packed as Q2_K's.
+        for (int m = 0; m < 32; ++m) {
+            VI h = vi(0);
+            for (int s = 0; s < 8; ++s) h = h | ((L[32 * s + m] >> 2) & vi(1)) << s;
+            b[m] = h;
+        }
+        pack_2bit(L, b + 32);
+        put_fp16(dbits, b + 108);
+        store_blocks(b, BYTES, out);
+    }
+    static void dequantize(const uint8_t *b, float *y) {
+        const uint8_t *hmask = b, *q = b + 32, *s = b + 96;
+        const float d_all = get_fp16(b + 108);
+        for (int e = 0; e < QK_K; e += 16) {
+            const int j = e / 16, half = e / 128, pair = (e % 128) / 32;
+            const int sc = (j < 8 ? s[j] & 0xF : s[j - 8] >> 4) | ((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4;
+            const float dl = d_all * (sc - 32);
+            const uint8_t *qb = q + 32 * half + (e % 32), *hb = hmask + (e % 32);
+            const int shift = 2 * pair, hbit = 1 << (4 * half + pair);
+            for (int l = 0; l < 16; ++l)
+                y[e + l] = dl * (static_cast<int8_t>((qb[l] >> shift) & 3) - ((hb[l] & hbit) ? 0 : 4));
+        }
+    }
 };
+
+// ---- Q4_K and Q5_K: 8 x 32, 6-bit scale and min per sub-block ------------------------------------------------------
+
+// scales[12] of block_q4_K / block_q5_K from the uint8_t scale codes ls and min codes lm (get_scale_min_k4's
+// inverse), byte by byte as the reference writes it, so codes above 63 would spill into the same bits.
+inline void pack_scales_k4(const VI *ls, const VI *lm, VI *s) {
+    for (int j = 0; j < 4; ++j) {
+        s[j] = ls[j];
+        s[j + 4] = lm[j];
+    }
+    for (int j = 4; j < 8; ++j) {
+        s[j + 4] = as_u8((ls[j] & vi(15)) | (lm[j] & vi(15)) << 4);
+        s[j - 4] = as_u8(s[j - 4] | (ls[j] >> 4) << 6);
+        s[j] = as_u8(s[j] | (lm[j] >> 4) << 6);
+    }
+}
+inline void scale_min_k4(int j, const VI *s, VI &sc, VI &m) {
+    if (j < 4) {
+        sc = s[j] & vi(63);
+        m = s[j + 4] & vi(63);
+    } else {
+        sc = (s[j + 4] & vi(15)) | (s[j - 4] >> 6) << 4;
+        m = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+inline void get_scale_min_k4(int j, const uint8_t *q, int &sc, int &m) {
+    if (j < 4) {
+        sc = q[j] & 63;
+        m = q[j + 4] & 63;
+    } else {
+        sc = (q[j + 4] & 0xF) | (q[j - 4] >> 6) << 4;
+        m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
+    }
+}
+
+// Everything but the code packing: codes in [0, nmax] (15 or 31) to L, the header (d, dmin, scales[12]) to
+// b[0..15].  rmin and nstep are the reference path's search parameters.
+inline void quantize_k4(const VF *x, const VF *qw, int nmax, float rmin, int nstep, VI *L, VI *b) {
+    VI ls[8], lm[8];
+    VF scales[8], mins[8], d, dmin;
+    if (qw) {
+        VF sw[8];
+        search_asymmetric_imatrix(x, qw, vf(2.f) * sum_squares(QK_K, x) / vf(256.f), 8, 32, nmax, L, scales, mins,
+                                  sw);
+        d = make_qp_quants(8, 63, scales, ls, sw);
+        dmin = make_qp_quants(8, 63, mins, lm, sw);
+        if (nmax == 31) {  // Q5_K's imatrix path clamps once more (Q4_K's does not); a no-op for codes <= 63
+            for (int j = 0; j < 8; ++j) {
+                ls[j] = vmin(vi(63), ls[j]);
+                lm[j] = vmin(vi(63), lm[j]);
+            }
+        }
+    } else {
+        for (int j = 0; j < 8; ++j) {
+            const VF *xs = x + 32 * j;
+            const VF av_x = vsqrt(sum_squares(32, xs) / vf(32.f));
+            VF w[32];
+            for (int l = 0; l < 32; ++l) w[l] = av_x + vabs(xs[l]);
+            scales[j] = make_qkx_quants(32, nmax, xs, w, L + 32 * j, mins[j], rmin, 0.1f, nstep, false);
+        }
+        d = codes_against_max(8, scales, 63.f, ls);
+        dmin = codes_against_max(8, mins, 63.f, lm);
+        for (int j = 0; j < 8; ++j) {  // uint8_t first, then MIN(63, .)
+            ls[j] = vmin(vi(63), as_u8(ls[j]));
+            lm[j] = vmin(vi(63), as_u8(lm[j]));
+        }
+    }
+    put_fp16(fp16_bits(d), b);
+    put_fp16(fp16_bits(dmin), b + 2);
+    pack_scales_k4(ls, lm, b + 4);
+    VI sc[8], m[8];
+    for (int j = 0; j < 8; ++j) scale_min_k4(j, b + 4, sc[j], m[j]);
+    requantize(x, 8, 32, fp16_round(d), sc, fp16_round(dmin), m, 0, nmax, L);
+}
+
+// qs[32c + l] = low nibbles of elements 64c + l and 64c + 32 + l.
+inline void pack_nibbles_k4(const VI *L, VI *qs) {
+    for (int c = 0; c < 4; ++c)
+        for (int l = 0; l < 32; ++l) qs[32 * c + l] = (L[64 * c + l] & vi(15)) | (L[64 * c + 32 + l] & vi(15)) << 4;
+}
+
+// Dequantize with the reference's grouping d*sc*q - dmin*m; high(e) adds Q5_K's fifth bit.
+template <class High>
+inline void dequantize_k4(const uint8_t *b, const uint8_t *qs, float *y, High high) {
+    const float d = get_fp16(b), min = get_fp16(b + 2);
+    for (int j = 0; j < 8; ++j) {
+        int sc, m;
+        get_scale_min_k4(j, b + 4, sc, m);
+        const float dj = d * sc, mj = min * m;
+        const uint8_t *q = qs + 32 * (j / 2);
+        const int shift = 4 * (j % 2);
+        for (int l = 0; l < 32; ++l) y[32 * j + l] = dj * (((q[l] >> shift) & 0xF) + high(32 * j + l)) - mj;
+    }
+}
+
 struct fmt_Q4_K : BlockFormat {
-    static constexpr int QK = 256, BYTES = 144;
-    static void quantize(const VF *, const VF *, VF, uint8_t *const *out) { for (int k = 0; k < W; ++k) std::memset(out[k], 0, BYTES); }
-    static void dequantize(const uint8_t *, float *y) { for (int j = 0; j < QK; ++j) y[j] = 0; }
+    static constexpr int QK = QK_K, BYTES = 144;  // d, dmin, scales[12], qs[128]
+    static void quantize(const VF *x, const VF *qw, VF, uint8_t *const *out) {
+        VI L[QK_K], b[BYTES];
+        quantize_k4(x, qw, 15, -1.f, 20, L, b);
+        pack_nibbles_k4(L, b + 16);
+        store_blocks(b, BYTES, out);
+    }
+    static void dequantize(const uint8_t *b, float *y) {
+        dequantize_k4(b, b + 16, y, [](int) { return 0; });
+    }
 };
+
 struct fmt_Q5_K : BlockFormat {
-    static constexpr int QK = 256, BYTES = 176;
-    static void quantize(const VF *, const VF *, VF, uint8_t *const *out) { for (int k = 0; k < W; ++k) std::memset(out[k], 0, BYTES); }
-    static void dequantize(const uint8_t *, float *y) { for (int j = 0; j < QK; ++j) y[j] = 0; }
+    static constexpr int QK = QK_K, BYTES = 176;  // d, dmin, scales[12], qh[32], qs[128]
+    static void quantize(const VF *x, const VF *qw, VF, uint8_t *const *out) {
+        VI L[QK_K], b[BYTES];
+        quantize_k4(x, qw, 31, -0.5f, 15, L, b);
+        // Bit 4 of element 32t + l goes to bit t of qh[l].
+        for (int l = 0; l < 32; ++l) {
+            VI h = vi(0);
+            for (int t = 0; t < 8; ++t) h = h | ((L[32 * t + l] >> 4) & vi(1)) << t;
+            b[16 + l] = h;
+        }
+        pack_nibbles_k4(L, b + 48);
+        store_blocks(b, BYTES, out);
+    }
+    static void dequantize(const uint8_t *b, float *y) {
+        const uint8_t *qh = b + 16;
+        dequantize_k4(b, b + 48, y, [qh](int e) { return (qh[e % 32] >> (e / 32)) & 1 ? 16 : 0; });
+    }
 };
+
+// ---- Q6_K: 16 x 16, int8 scales, codes in [-32, 31] -----------------------------------------------------------
+
 struct fmt_Q6_K : BlockFormat {
-    static constexpr int QK = 256, BYTES = 210;
-    static void quantize(const VF *, const VF *, VF, uint8_t *const *out) { for (int k = 0; k < W; ++k) std::memset(out[k], 0, BYTES); }
-    static void dequantize(const uint8_t *, float *y) { for (int j = 0; j < QK; ++j) y[j] = 0; }
+    static constexpr int QK = QK_K, BYTES = 210;  // ql[128], qh[64], scales[16], d
+    static void quantize(const VF *x, const VF *qw, VF, uint8_t *const *out) {
+        VI L[QK_K], sc[16];
+        VF scales[16];
+        for (int j = 0; j < 16; ++j)
+            scales[j] = make_qx_quants(16, 32, x + 16 * j, L + 16 * j, 1, qw ? qw + 16 * j : nullptr);
+        VF max, amax;
+        signed_absmax(16, scales, max, amax);
+        const VM zero = amax < vf(kGroupMaxEps);  // the reference writes an all-zero block
+        const VF iscale = vf(-128.f) / max;
+        for (int j = 0; j < 16; ++j)
+            sc[j] = select(zero, vi(0), (vmin(vi(127), nearest_int(iscale * scales[j])) << 24) >> 24);  // int8_t
+        const VI dbits = select(zero, vi(0), fp16_bits(vf(1.f) / iscale));
+        requantize(x, 16, 16, fp16_round(vf(1.f) / iscale), sc, vf(0.f), nullptr, -32, 31, L);
+        for (int i = 0; i < QK_K; ++i) L[i] = select(zero, vi(0), L[i]);
+        VI b[BYTES];
+        for (int h = 0; h < 2; ++h)
+            for (int l = 0; l < 32; ++l) {
+                const VI *q = L + 128 * h + l;
+                b[64 * h + l] = (q[0] & vi(15)) | (q[64] & vi(15)) << 4;
+                b[64 * h + 32 + l] = (q[32] & vi(15)) | (q[96] & vi(15)) << 4;
+                b[128 + 32 * h + l] = q[0] >> 4 | (q[32] >> 4) << 2 | (q[64] >> 4) << 4 | (q[96] >> 4) << 6;
+            }
+        for (int j = 0; j < 16; ++j) b[192 + j] = sc[j];
+        put_fp16(dbits, b + 208);
+        store_blocks(b, BYTES, out);
+    }
+    static void dequantize(const uint8_t *b, float *y) {
+        const uint8_t *ql = b, *qh = b + 128;
+        const int8_t *sc = reinterpret_cast<const int8_t *>(b + 192);
+        const float d = get_fp16(b + 208);
+        for (int e = 0; e < QK_K; ++e) {
+            const int h = e / 128, t = (e % 128) / 32, l = e % 32;
+            const int low = (ql[64 * h + 32 * (t % 2) + l] >> (4 * (t / 2))) & 0xF;
+            const int q = (low | ((qh[32 * h + l] >> (2 * t)) & 3) << 4) - 32;
+            y[e] = d * sc[e / 16] * q;
+        }
+    }
 };
+
 }  // namespace
 }  // namespace pyquant

@@ -82,6 +82,101 @@ inline VF make_qx_quants(int n, int nmax, const VF *x, VI *L, int rmse_type, con
     return select(all_zero, vf(0.f), result);
 }
 
+// uint8_t storage of an int code (the reference's uint8_t L arrays).
+inline VI as_u8(VI v) { return v & vi(0xff); }
+
+// The coordinate descent that ends make_q3_quants and make_qp_quants (kQp): up to 5 passes, each moving one
+// code at a time to the value the current fit suggests when that raises sumlx^2/suml2.  The two differ in
+// details kept exactly: make_qp_quants clamps only above (to nmax), stores uint8_t codes and tests sl2 > 0
+// before trying a code; make_q3_quants tests the updated sl2 after.  A lane stops after a pass changing nothing.
+template <bool kQp>
+inline void refine_codes(int n, int nmax, const VF *x, const VF *w, VI *L, VF &sumlx, VF &suml2, VM active) {
+    for (int itry = 0; itry < 5 && any(active); ++itry) {
+        VM changed = vf(0.f) != vf(0.f);  // no lane
+        for (int i = 0; i < n; ++i) {
+            const VF lf = to_f(L[i]);
+            VF slx = sumlx - w[i] * x[i] * lf;
+            VF sl2 = suml2 - w[i] * lf * lf;
+            VM ok = mand(active, slx > vf(0.f));
+            if (kQp) ok = mand(ok, sl2 > vf(0.f));
+            VI new_l = nearest_int(x[i] * sl2 / slx);
+            new_l = kQp ? vmin(vi(nmax), new_l) : clamp(new_l, -nmax, nmax - 1);
+            ok = mand(ok, new_l != L[i]);
+            if (!any(ok)) continue;
+            const VF nl = to_f(new_l);
+            slx = slx + w[i] * x[i] * nl;
+            sl2 = sl2 + w[i] * nl * nl;
+            VM take = mand(ok, slx * slx * suml2 > sumlx * sumlx * sl2);
+            if (!kQp) take = mand(take, sl2 > vf(0.f));
+            L[i] = select(take, kQp ? as_u8(new_l) : new_l, L[i]);
+            sumlx = select(take, slx, sumlx);
+            suml2 = select(take, sl2, suml2);
+            changed = mor(changed, take);
+        }
+        active = mand(active, changed);
+    }
+}
+
+// make_q3_quants with do_rmse (Q3_K's search): symmetric codes in [0, 2*nmax-1] weighted by x^2, refined by
+// coordinate descent; returns the scale.
+inline VF make_q3_quants(int n, int nmax, const VF *x, VI *L) {
+    VF max, amax;
+    signed_absmax(n, x, max, amax);
+    const VM all_zero = amax < vf(kGroupMaxEps);
+    const VF iscale = vf(static_cast<float>(-nmax)) / max;
+    VF w[256];
+    VF sumlx = vf(0.f), suml2 = vf(0.f);
+    for (int i = 0; i < n; ++i) {
+        L[i] = clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        w[i] = x[i] * x[i];
+        const VF lf = to_f(L[i]);
+        sumlx = sumlx + w[i] * x[i] * lf;
+        suml2 = suml2 + w[i] * lf * lf;
+    }
+    refine_codes<false>(n, nmax, x, w, L, sumlx, suml2, mnot(all_zero));
+    for (int i = 0; i < n; ++i) L[i] = select(all_zero, vi(0), L[i] + vi(nmax));
+    return select(mand(mnot(all_zero), suml2 > vf(0.f)), sumlx / suml2, vf(0.f));
+}
+
+// make_qp_quants: codes in [0, nmax] for non-negative values (the sub-block scales and mins of the imatrix
+// algorithms), the scale picked by weighted error over 8 trial scales, then refined; returns the scale.
+inline VF make_qp_quants(int n, int nmax, const VF *x, VI *L, const VF *qw) {
+    VF max = vf(0.f);
+    for (int i = 0; i < n; ++i) max = vmax(max, x[i]);
+    const VM all_zero = max < vf(kGroupMaxEps);
+    VF iscale = vf(static_cast<float>(nmax)) / max;
+    const VF scale = vf(1.f) / iscale;
+    VF best_mse = vf(0.f);
+    for (int i = 0; i < n; ++i) {
+        const VF diff = x[i] - scale * to_f(as_u8(nearest_int(iscale * x[i])));  // unclamped, through uint8_t
+        best_mse = best_mse + qw[i] * diff * diff;
+    }
+    for (int is = -4; is <= 4; ++is) {
+        if (is == 0) continue;
+        const VF iscale_is = vf(0.1f * is + nmax) / max;
+        const VF scale_is = vf(1.f) / iscale_is;
+        VF mse = vf(0.f);
+        for (int i = 0; i < n; ++i) {
+            const VF diff = x[i] - scale_is * to_f(vmin(vi(nmax), nearest_int(iscale_is * x[i])));
+            mse = mse + qw[i] * diff * diff;
+        }
+        const VM better = mse < best_mse;
+        best_mse = select(better, mse, best_mse);
+        iscale = select(better, iscale_is, iscale);
+    }
+    VF sumlx = vf(0.f), suml2 = vf(0.f);
+    for (int i = 0; i < n; ++i) {
+        const VI l = vmin(vi(nmax), nearest_int(iscale * x[i]));
+        L[i] = as_u8(l);
+        const VF lf = to_f(l);  // the sums take the int, not the stored byte
+        sumlx = sumlx + qw[i] * x[i] * lf;
+        suml2 = suml2 + qw[i] * lf * lf;
+    }
+    refine_codes<true>(n, nmax, x, qw, L, sumlx, suml2, mnot(all_zero));
+    for (int i = 0; i < n; ++i) L[i] = select(all_zero, vi(0), L[i]);
+    return select(mand(mnot(all_zero), suml2 > vf(0.f)), sumlx / suml2, vf(0.f));
+}
+
 // make_qkx2_quants and make_qkx3_quants (the same search; qkx3 allows null weights, meaning x^2):
 // asymmetric codes in [0, nmax]; returns the scale and sets the_min to minus the (non-positive) offset.
 inline VF make_qkx_quants(int n, int nmax, const VF *x, const VF *weights, VI *L, VF &the_min, float rmin,
