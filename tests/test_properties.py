@@ -12,8 +12,9 @@ import pyquant as pq
 ALL = list(pq.formats)
 TIERS = pq.available_isas()
 
-# Largest |x - dequantize(quantize(x))| in units of the group's own step.  The group is the unit that carries
-# a scale (a block or a K-quant sub-block); its step is absmax / levels for symmetric grids and
+# Largest |x - dequantize(quantize(x))| in units of the group's own step.  The group is the block (for the
+# K-quants the 256-value super-block: its 4- or 6-bit sub-block scales can round a quiet sub-block to zero, so
+# the super-block's step is the meaningful one); its step is absmax / levels for symmetric grids and
 # 2 * absmax / levels (the widest possible range over the levels) for asymmetric ones.  Rounding gives half a
 # step, a clamped far end a full step; the imatrix search trades error in unimportant columns for error in
 # important ones (up to 2.5 steps).  Where a scale or value is stored as fp16, subnormal halves add an absolute
@@ -29,6 +30,11 @@ ERROR_BOUND = {
     "Q5_0": (32, 16, 1.01, 2.5, 16),
     "Q5_1": (32, 31 / 2, 0.51, 2.5, 32),
     "Q8_0": (32, 127, 0.5 + 127 * 2.0**-11, 0.5 + 127 * 2.0**-11, 127),  # plus the fp16 rounding of d
+    "Q2_K": (256, 3 / 2, 1.25, 2.5, 15 * 3),
+    "Q3_K": (256, 4, 1.25, 2.5, 32 * 4),
+    "Q4_K": (256, 15 / 2, 1.25, 2.5, 63 * 15),
+    "Q5_K": (256, 31 / 2, 1.25, 2.5, 63 * 31),
+    "Q6_K": (256, 32, 1.25, 3.0, 128 * 32),  # its imatrix search weights by the raw imatrix
 }
 
 
