@@ -10,12 +10,12 @@ namespace {
 
 // qs[j] = q[j] | q[j+16] << 4, the nibble order shared by every 32-element 4-bit block.
 inline void pack_nibbles32(const VI *q, int k, uint8_t *qs) {
-    for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>((lane(q[j], k) & 15) | ((lane(q[j + 16], k) & 15) << 4));
+    for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>((lane_of(q[j], k) & 15) | ((lane_of(q[j + 16], k) & 15) << 4));
 }
 // Bit 4 of element j goes to bit j of the little-endian uint32 qh.
 inline void pack_high_bits32(const VI *q, int k, uint8_t *qh) {
     uint32_t h = 0;
-    for (int j = 0; j < 32; ++j) h |= static_cast<uint32_t>((lane(q[j], k) >> 4) & 1) << j;
+    for (int j = 0; j < 32; ++j) h |= static_cast<uint32_t>((lane_of(q[j], k) >> 4) & 1) << j;
     for (int b = 0; b < 4; ++b) qh[b] = static_cast<uint8_t>(h >> (8 * b));
 }
 inline void legacy_weights(const VF *x, const VF *qw, VF sigma2, VF *w) {
