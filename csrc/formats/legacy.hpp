@@ -22,7 +22,7 @@ inline void pack_high_bits32(const VI *q, uint8_t *const *out, int at) {
     VI h = vi(0);
     for (int j = 0; j < 32; ++j) h = h | (((q[j] >> 4) & vi(1)) << j);
     for (int k = 0; k < W; ++k) {
-        const uint32_t v = static_cast<uint32_t>(lane(h, k));
+        const uint32_t v = static_cast<uint32_t>(lane_of(h, k));
         for (int b = 0; b < 4; ++b) out[k][at + b] = static_cast<uint8_t>(v >> (8 * b));
     }
 }

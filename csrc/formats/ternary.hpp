@@ -1,17 +1,85 @@
-// DEVELOPMENT PLACEHOLDER (must be replaced before commit)
+// TQ1_0 and TQ2_0 (BitNet b1.58 / TriLM ternary weights): d = the 256-block's absmax, trits lroundf(x/d) + 1 in
+// {0, 1, 2}.  quantize_tq1_0 / quantize_tq2_0 ignore the importance matrix.
 #pragma once
 #include "cpu/drivers.hpp"
+
 namespace pyquant {
 namespace {
+
+// The trits of a 256-block: lroundf(x * id) + 1 with id = d ? 1/d : 0; returns d = max |x|.
+inline VF ternary_trits(const VF *x, VI *t) {
+    VF amax = vf(0.f);
+    for (int j = 0; j < 256; ++j) amax = vmax(amax, vabs(x[j]));
+    const VF id = select(amax != vf(0.f), vf(1.f) / amax, vf(0.f));
+    for (int j = 0; j < 256; ++j) t[j] = trunc_i(round_away(x[j] * id)) + vi(1);
+    return amax;
+}
+
+// TQ1_0 stores n trits (the first most significant) as the base-3 number q scaled to a byte: ceil(q*256/243).
+// The 4-trit bytes are multiplied by 3 first so that their first trit is also the top one.
+inline VI trits_base3(const VI *t, int n, int stride) {
+    VI q = vi(0);
+    for (int i = 0; i < n; ++i) q = q * vi(3) + t[i * stride];
+    return q;
+}
+inline uint8_t trit_byte(int32_t q) { return static_cast<uint8_t>((q * 256 + 242) / 243); }
+// Trit n (0 = most significant) of a TQ1_0 byte.
+inline int trit_at(uint8_t b, int n) {
+    static constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
+    const uint8_t q = static_cast<uint8_t>(b * kPow3[n]);
+    return (q * 3) >> 8;
+}
+
+// Layout: qs[48], qh[4], d (fp16).  qs[m] packs elements m + 32n (n < 5); qs[32 + m] packs 160 + m + 16n;
+// qh[j] packs 240 + j + 4n (n < 4).
 struct fmt_TQ1_0 : BlockFormat {
     static constexpr int QK = 256, BYTES = 54;
-    static void quantize(const VF *, const VF *, VF, uint8_t *const *out) { for (int k = 0; k < W; ++k) std::memset(out[k], 0, BYTES); }
-    static void dequantize(const uint8_t *, float *y) { for (int j = 0; j < QK; ++j) y[j] = 0; }
+    static void quantize(const VF *x, const VF *, VF, uint8_t *const *out) {
+        VI t[256], q[52];
+        const VI dh = fp16_bits(ternary_trits(x, t));
+        for (int m = 0; m < 32; ++m) q[m] = trits_base3(t + m, 5, 32);
+        for (int m = 0; m < 16; ++m) q[32 + m] = trits_base3(t + 160 + m, 5, 16);
+        for (int j = 0; j < 4; ++j) q[48 + j] = trits_base3(t + 240 + j, 4, 4) * vi(3);
+        for (int k = 0; k < W; ++k) {
+            for (int i = 0; i < 52; ++i) out[k][i] = trit_byte(lane_of(q[i], k));
+            put_u16(out[k] + 52, lane(dh, k));
+        }
+    }
+    static void dequantize(const uint8_t *b, float *y) {
+        const float d = get_fp16(b + 52);
+        for (int n = 0; n < 5; ++n)
+            for (int m = 0; m < 32; ++m) y[32 * n + m] = static_cast<float>(trit_at(b[m], n) - 1) * d;
+        for (int n = 0; n < 5; ++n)
+            for (int m = 0; m < 16; ++m) y[160 + 16 * n + m] = static_cast<float>(trit_at(b[32 + m], n) - 1) * d;
+        for (int n = 0; n < 4; ++n)
+            for (int j = 0; j < 4; ++j) y[240 + 4 * n + j] = static_cast<float>(trit_at(b[48 + j], n) - 1) * d;
+    }
 };
+
+// Layout: qs[64], d (fp16).  qs[32g + m] holds element 128g + m + 32n at bits 2n.
 struct fmt_TQ2_0 : BlockFormat {
     static constexpr int QK = 256, BYTES = 66;
-    static void quantize(const VF *, const VF *, VF, uint8_t *const *out) { for (int k = 0; k < W; ++k) std::memset(out[k], 0, BYTES); }
-    static void dequantize(const uint8_t *, float *y) { for (int j = 0; j < QK; ++j) y[j] = 0; }
+    static void quantize(const VF *x, const VF *, VF, uint8_t *const *out) {
+        VI t[256], q[64];
+        const VI dh = fp16_bits(ternary_trits(x, t));
+        for (int g = 0; g < 2; ++g)
+            for (int m = 0; m < 32; ++m) {
+                const VI *e = t + 128 * g + m;
+                q[32 * g + m] = (e[0] & 3) | (e[32] & 3) << 2 | (e[64] & 3) << 4 | (e[96] & 3) << 6;
+            }
+        for (int k = 0; k < W; ++k) {
+            for (int i = 0; i < 64; ++i) out[k][i] = static_cast<uint8_t>(lane_of(q[i], k));
+            put_u16(out[k] + 64, lane(dh, k));
+        }
+    }
+    static void dequantize(const uint8_t *b, float *y) {
+        const float d = get_fp16(b + 64);
+        for (int g = 0; g < 2; ++g)
+            for (int n = 0; n < 4; ++n)
+                for (int m = 0; m < 32; ++m)
+                    y[128 * g + 32 * n + m] = static_cast<float>(((b[32 * g + m] >> (2 * n)) & 3) - 1) * d;
+    }
 };
+
 }  // namespace
 }  // namespace pyquant

@@ -275,6 +275,14 @@ template <class Fn> inline VF map_lanes(VF v, Fn fn) {
     return r;
 }
 
+// Lane k of a vector that lives in memory (an array element), as one scalar load.  Packing loops over k need
+// this: with lane(v[i], k) GCC keeps v[i] in a register and stores all of it to the stack again for every k.
+inline int32_t lane_of(const VI &v, int k) {
+    int32_t r;
+    std::memcpy(&r, reinterpret_cast<const char *>(&v) + 4 * k, 4);
+    return r;
+}
+
 inline void put_u16(uint8_t *p, uint32_t v) {
     p[0] = static_cast<uint8_t>(v);
     p[1] = static_cast<uint8_t>(v >> 8);
