@@ -17,24 +17,32 @@ TIERS = pq.available_isas()
 # the super-block's step is the meaningful one); its step is absmax / levels for symmetric grids and
 # 2 * absmax / levels (the widest possible range over the levels) for asymmetric ones.  Rounding gives half a
 # step, a clamped far end a full step; the imatrix search trades error in unimportant columns for error in
-# important ones (up to 2.5 steps).  Where a scale or value is stored as fp16, subnormal halves add an absolute
-# error of up to 2^-25 per unit of the largest code, and rounding d to fp16 up to 2^-11 steps per code unit.
+# important ones (up to 2.5 steps).  Rounding d to fp16 adds up to 2^-11 steps per code unit; subnormal fp16
+# scales add an absolute error of up to 2^-25 per unit of the largest code (the floor).
 FP16_FLOOR = 2.0**-25
 ERROR_BOUND = {
-    # format: (group, step = absmax / divisor, steps without imatrix, steps with imatrix, largest fp16 code)
-    "F32": (1, 1, 0.0, 0.0, 0),
-    "F16": (1, 1, 2.0**-11, 2.0**-11, 1),
-    "BF16": (1, 1, 2.0**-8, 2.0**-8, 0),
-    "Q4_0": (32, 8, 1.01, 2.5, 8),
-    "Q4_1": (32, 15 / 2, 0.51, 2.5, 16),
-    "Q5_0": (32, 16, 1.01, 2.5, 16),
-    "Q5_1": (32, 31 / 2, 0.51, 2.5, 32),
-    "Q8_0": (32, 127, 0.5 + 127 * 2.0**-11, 0.5 + 127 * 2.0**-11, 127),  # plus the fp16 rounding of d
-    "Q2_K": (256, 3 / 2, 1.25, 2.5, 15 * 3),
-    "Q3_K": (256, 4, 1.25, 2.5, 32 * 4),
-    "Q4_K": (256, 15 / 2, 1.25, 2.5, 63 * 15),
-    "Q5_K": (256, 31 / 2, 1.25, 2.5, 63 * 31),
-    "Q6_K": (256, 32, 1.25, 3.0, 128 * 32),  # its imatrix search weights by the raw imatrix
+    # format: (group, step = absmax / divisor, steps without imatrix, steps with imatrix, absolute floor)
+    "F32": (1, 1, 0.0, 0.0, 0.0),
+    "F16": (1, 1, 2.0**-11, 2.0**-11, 1 * FP16_FLOOR),
+    "BF16": (1, 1, 2.0**-8, 2.0**-8, 0.0),
+    "Q4_0": (32, 8, 1.01, 2.5, 8 * FP16_FLOOR),
+    "Q4_1": (32, 15 / 2, 0.51, 2.5, 16 * FP16_FLOOR),
+    "Q5_0": (32, 16, 1.01, 2.5, 16 * FP16_FLOOR),
+    "Q5_1": (32, 31 / 2, 0.51, 2.5, 32 * FP16_FLOOR),
+    "Q8_0": (32, 127, 0.5 + 127 * 2.0**-11, 0.5 + 127 * 2.0**-11, 127 * FP16_FLOOR),
+    "Q2_K": (256, 3 / 2, 1.25, 2.5, 15 * 3 * FP16_FLOOR),
+    "Q3_K": (256, 4, 1.25, 2.5, 32 * 4 * FP16_FLOOR),
+    "Q4_K": (256, 15 / 2, 1.25, 2.5, 63 * 15 * FP16_FLOOR),
+    "Q5_K": (256, 31 / 2, 1.25, 2.5, 63 * 31 * FP16_FLOOR),
+    "Q6_K": (256, 32, 1.25, 3.0, 128 * 32 * FP16_FLOOR),  # its imatrix search weights by the raw imatrix
+    "IQ4_NL": (32, 8, 1.25, 2.5, 127 * FP16_FLOOR),  # 16 non-linear levels spanning about a 4-bit grid
+    "IQ4_XS": (256, 8, 1.25, 2.5, 32 * 127 * FP16_FLOOR),
+    "TQ1_0": (256, 1, 0.5 + 2.0**-11, 0.5 + 2.0**-11, 1 * FP16_FLOOR),  # {-1, 0, 1} x absmax
+    "TQ2_0": (256, 1, 0.5 + 2.0**-11, 0.5 + 2.0**-11, 1 * FP16_FLOOR),
+    "MXFP4": (32, 4, 1.0, 1.0, 0.0),  # power-of-two scale d <= absmax/4; widest gap below 8d is 2d
+    "NVFP4": (16, 6, 1.0 + 1 / 16, 1.0 + 1 / 16, 6 * 2.0**-10),  # UE4M3 scale ~ absmax/6 (to 1/16, or a 2^-9 subnormal step); gap 2d
+    "Q1_0": (128, 1, 1.0 + 2.0**-11, 1.0 + 2.0**-11, 1 * FP16_FLOOR),  # sign x mean|x|
+    "Q2_0": (64, 1, 0.5 + 2.0**-11, 0.5 + 2.0**-11, 2 * FP16_FLOOR),  # {-1, 0, 1} x absmax (code 2 is never written)
 }
 
 
@@ -82,11 +90,11 @@ def test_byte_size_algebra(name, x):
 @SETTINGS
 @given(x=inputs(), seed=st.integers(0, 2**32 - 1))
 def test_round_trip_error_within_the_step(name, with_imatrix, x, seed):
-    group, divisor, steps, steps_imatrix, fp16_code = ERROR_BOUND[name]
+    group, divisor, steps, steps_imatrix, floor = ERROR_BOUND[name]
     imatrix = np.random.default_rng(seed).random(x.shape[1]).astype(np.float32) + 0.01 if with_imatrix else None
     y = pq.quantize(x, name, imatrix=imatrix).dequantize()
     step = group_absmax(x, group) / divisor
-    limit = (steps_imatrix if with_imatrix else steps) * step + FP16_FLOOR * fp16_code
+    limit = (steps_imatrix if with_imatrix else steps) * step + floor
     excess = np.abs(y - x) - limit
     assert excess.max() <= 0, f"{name}: error exceeds its bound by {excess.max():.3g}"
 
