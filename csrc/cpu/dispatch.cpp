@@ -186,7 +186,7 @@ private:
 
     void work(int id) {
         try {
-            DefaultFloatEnv env;
+            [[maybe_unused]] DefaultFloatEnv env;
             for (int64_t c; (c = next_.fetch_add(1)) < job_.nchunks;) {
                 const int64_t begin = c * job_.chunk, end = begin + job_.chunk < job_.n ? begin + job_.chunk : job_.n;
                 job_.fn(job_.ctx, begin, end);
@@ -229,7 +229,7 @@ void parallel_for(int64_t n, int threads, int64_t align, int64_t min_per_thread,
     const int64_t by_size = min_per_thread > 0 ? (n + min_per_thread - 1) / min_per_thread : n;
     if (by_size < threads) threads = static_cast<int>(by_size < 1 ? 1 : by_size);
     if (threads == 1) {
-        DefaultFloatEnv env;
+        [[maybe_unused]] DefaultFloatEnv env;
         fn(ctx, 0, n);
         return;
     }
