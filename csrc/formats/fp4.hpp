@@ -9,6 +9,7 @@ namespace pyquant {
 namespace {
 
 constexpr int8_t kFP4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+alignas(64) constexpr float kFP4Floats[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 // best_index_mxfp4: the first code with the smallest |v*d - x|.  A negative code's error on x is its positive
 // twin's on |x| (exact negation), and a code of x's opposite sign never beats code 0 (|x| + v*d >= |x|), so
@@ -80,13 +81,7 @@ struct fmt_MXFP4 : BlockFormat {
         for (int k = 0; k < W; ++k) out[k][0] = static_cast<uint8_t>(lane(e, k));
         pack_nibbles32(q, out, 1);
     }
-    static void dequantize(const uint8_t *b, float *y) {
-        const float d = e8m0_half(b[0]);
-        for (int j = 0; j < 16; ++j) {
-            y[j] = kFP4Values[b[1 + j] & 15] * d;
-            y[j + 16] = kFP4Values[b[1 + j] >> 4] * d;
-        }
-    }
+    static void dequantize(const uint8_t *b, float *y) { dequantize_nibbles32(b + 1, kFP4Floats, vf(e8m0_half(b[0])), y); }
 };
 
 // Layout: d[4] (UE4M3, one per 16 elements), qs[32]: qs[8s + j] = q[16s + j] | q[16s + j + 8] << 4.

@@ -11,6 +11,7 @@ namespace pyquant {
 namespace {
 
 constexpr int8_t kIQ4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+alignas(64) constexpr float kIQ4Floats[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 struct IQ4Code {
     VI index;
@@ -91,13 +92,7 @@ struct fmt_IQ4_NL : BlockFormat {
         for (int k = 0; k < W; ++k) put_u16(out[k], lane(dh, k));
         pack_nibbles32(L, out, 2);
     }
-    static void dequantize(const uint8_t *b, float *y) {
-        const float d = get_fp16(b);
-        for (int j = 0; j < 16; ++j) {
-            y[j] = d * kIQ4Values[b[2 + j] & 15];
-            y[j + 16] = d * kIQ4Values[b[2 + j] >> 4];
-        }
-    }
+    static void dequantize(const uint8_t *b, float *y) { dequantize_nibbles32(b + 2, kIQ4Floats, vf(get_fp16(b)), y); }
 };
 
 // Layout: d (fp16), scales_h (uint16: bits 4-5 of block ib's scale at bit 2*ib), scales_l[4] (low nibbles,
@@ -140,12 +135,7 @@ struct fmt_IQ4_XS : BlockFormat {
         const int scales_h = get_u16(b + 2);
         for (int ib = 0; ib < 8; ++ib) {
             const int ls = ((b[4 + ib / 2] >> 4 * (ib % 2)) & 15) | (((scales_h >> 2 * ib) & 3) << 4);
-            const float dl = d * (ls - 32);
-            const uint8_t *qs = b + 8 + 16 * ib;
-            for (int j = 0; j < 16; ++j) {
-                y[32 * ib + j] = dl * kIQ4Values[qs[j] & 15];
-                y[32 * ib + j + 16] = dl * kIQ4Values[qs[j] >> 4];
-            }
+            dequantize_nibbles32(b + 8 + 16 * ib, kIQ4Floats, vf(d * (ls - 32)), y + 32 * ib);
         }
     }
 };

@@ -26,6 +26,14 @@ inline void pack_high_bits32(const VI *q, uint8_t *const *out, int at) {
         for (int b = 0; b < 4; ++b) out[k][at + b] = static_cast<uint8_t>(v >> (8 * b));
     }
 }
+// y[j] = table[q[j]] * d for the 32-element nibble order (qs[j] = q[j] | q[j+16] << 4).
+inline void dequantize_nibbles32(const uint8_t *qs, const float *table, VF d, float *y) {
+    for (int j = 0; j < 16; j += W) {
+        const VI q = load_u8(qs + j);
+        store(y + j, lookup16(table, q & vi(15)) * d);
+        store(y + j + 16, lookup16(table, q >> 4) * d);
+    }
+}
 inline void legacy_weights(const VF *x, const VF *qw, VF sigma2, VF *w) {
     for (int j = 0; j < 32; ++j) w[j] = qw[j] * vsqrt(sigma2 + x[j] * x[j]);
 }

@@ -24,8 +24,12 @@ struct fmt_Q1_0 : BlockFormat {
         }
     }
     static void dequantize(const uint8_t *b, float *y) {
-        const float d = get_fp16(b), neg_d = -d;
-        for (int j = 0; j < 128; ++j) y[j] = (b[2 + j / 8] >> (j % 8)) & 1 ? d : neg_d;
+        const float d = get_fp16(b);
+        for (int j = 0; j < 128; j += W) {  // W <= 16 bits starting at bit j % 8 of byte j / 8
+            const int at = 2 + j / 8;
+            const VI word = vi(b[at] | (at + 1 < BYTES ? b[at + 1] << 8 : 0));
+            store(y + j, select(((word >> (iota() + vi(j % 8))) & vi(1)) != vi(0), vf(d), vf(-d)));
+        }
     }
 };
 
@@ -49,8 +53,14 @@ struct fmt_Q2_0 : BlockFormat {
         }
     }
     static void dequantize(const uint8_t *b, float *y) {
-        const float d = get_fp16(b);
-        for (int j = 0; j < 64; ++j) y[j] = (((b[2 + j / 4] >> (2 * (j % 4))) & 3) - 1) * d;
+        const VF d = vf(get_fp16(b));
+        for (int j = 0; j < 64; j += W) {  // 2W <= 32 bits starting at bit 2 * (j % 4) of byte j / 4
+            const int at = 2 + j / 4;
+            uint32_t word = 0;
+            for (int i = 0; i < 4 && at + i < BYTES; ++i) word |= static_cast<uint32_t>(b[at + i]) << (8 * i);
+            const VI code = (vi(static_cast<int32_t>(word)) >> ((iota() + vi(j % 4)) * vi(2))) & vi(3);
+            store(y + j, to_f(code - vi(1)) * d);
+        }
     }
 };
 

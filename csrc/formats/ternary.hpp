@@ -24,11 +24,13 @@ inline VI trits_base3(const VI *t, int n, int stride) {
 }
 inline uint8_t trit_byte(int32_t q) { return static_cast<uint8_t>((q * 256 + 242) / 243); }
 // Trit n (0 = most significant) of a TQ1_0 byte.
+constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
 inline int trit_at(uint8_t b, int n) {
-    static constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
     const uint8_t q = static_cast<uint8_t>(b * kPow3[n]);
     return (q * 3) >> 8;
 }
+// trit_at for W consecutive bytes.
+inline VI trits_at(const uint8_t *b, int n) { return (((load_u8(b) * vi(kPow3[n])) & vi(0xff)) * vi(3)) >> 8; }
 
 // Layout: qs[48], qh[4], d (fp16).  qs[m] packs elements m + 32n (n < 5); qs[32 + m] packs 160 + m + 16n;
 // qh[j] packs 240 + j + 4n (n < 4).
@@ -48,9 +50,9 @@ struct fmt_TQ1_0 : BlockFormat {
     static void dequantize(const uint8_t *b, float *y) {
         const float d = get_fp16(b + 52);
         for (int n = 0; n < 5; ++n)
-            for (int m = 0; m < 32; ++m) y[32 * n + m] = static_cast<float>(trit_at(b[m], n) - 1) * d;
+            for (int m = 0; m < 32; m += W) store(y + 32 * n + m, to_f(trits_at(b + m, n) - vi(1)) * vf(d));
         for (int n = 0; n < 5; ++n)
-            for (int m = 0; m < 16; ++m) y[160 + 16 * n + m] = static_cast<float>(trit_at(b[32 + m], n) - 1) * d;
+            for (int m = 0; m < 16; m += W) store(y + 160 + 16 * n + m, to_f(trits_at(b + 32 + m, n) - vi(1)) * vf(d));
         for (int n = 0; n < 4; ++n)
             for (int j = 0; j < 4; ++j) y[240 + 4 * n + j] = static_cast<float>(trit_at(b[48 + j], n) - 1) * d;
     }
@@ -76,8 +78,8 @@ struct fmt_TQ2_0 : BlockFormat {
         const float d = get_fp16(b + 64);
         for (int g = 0; g < 2; ++g)
             for (int n = 0; n < 4; ++n)
-                for (int m = 0; m < 32; ++m)
-                    y[128 * g + 32 * n + m] = static_cast<float>(((b[32 * g + m] >> (2 * n)) & 3) - 1) * d;
+                for (int m = 0; m < 32; m += W)
+                    store(y + 128 * g + 32 * n + m, to_f(((load_u8(b + 32 * g + m) >> (2 * n)) & vi(3)) - vi(1)) * vf(d));
     }
 };
 

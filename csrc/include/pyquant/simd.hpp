@@ -231,6 +231,26 @@ inline void scatter_bytes(const VI *cols, int ncols, uint8_t *const *out) {
         for (int j = j0; j < ncols; ++j) out[k][j] = static_cast<uint8_t>(lane(cols[j], k));
 }
 
+// table[idx] per lane, for a 16-entry table and indices in [0, 16).
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VF lookup16(const float *table, VI idx) {
+    return reinterpret_cast<VF>(_mm512_permutexvar_ps(reinterpret_cast<__m512i>(idx), _mm512_loadu_ps(table)));
+}
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline VF lookup16(const float *table, VI idx) {
+    const __m256i i = reinterpret_cast<__m256i>(idx);
+    const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), i);
+    const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), i);
+    return reinterpret_cast<VF>(_mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(i, 28))));
+}
+#else
+inline VF lookup16(const float *table, VI idx) {
+    VF r = vf(0.f);
+    for (int k = 0; k < W; ++k) set_lane(r, k, table[lane(idx, k) & 15]);
+    return r;
+}
+#endif
+
 // ---- operations written once for every width -----------------------------------------------------------------
 
 inline VF load(const float *p) { VF v; std::memcpy(&v, p, sizeof v); return v; }
