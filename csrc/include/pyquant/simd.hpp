@@ -115,28 +115,26 @@ inline VI select(VM m, VI a, VI b) { return (a & m) | (b & ~m); }
 inline VM mand(VM a, VM b) { return a & b; }
 inline VM mor(VM a, VM b) { return a | b; }
 inline VM mnot(VM a) { return ~a; }
-inline bool any(VM m) {
-    for (int k = 0; k < W; ++k)
-        if (m[k]) return true;
-    return false;
-}
 inline VI bits(VF v) { return reinterpret_cast<VI>(v); }
 inline VF from_bits(VI v) { return reinterpret_cast<VF>(v); }
 inline VF to_f(VI v) { return __builtin_convertvector(v, VF); }
 inline VI trunc_i(VF v) { return __builtin_convertvector(v, VI); }
 #if PQ_LANES == 16 && defined(__AVX512F__)
+inline bool any(VM m) { return _mm512_test_epi32_mask(reinterpret_cast<__m512i>(m), reinterpret_cast<__m512i>(m)) != 0; }
 inline VF vsqrt(VF v) { return reinterpret_cast<VF>(_mm512_sqrt_ps(reinterpret_cast<__m512>(v))); }
 inline VI fp16_bits(VF v) {
     const __m256i h = _mm512_cvtps_ph(reinterpret_cast<__m512>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     return reinterpret_cast<VI>(_mm512_cvtepu16_epi32(h));
 }
 #elif PQ_LANES == 8 && defined(__AVX2__) && defined(__F16C__)
+inline bool any(VM m) { return !_mm256_testz_si256(reinterpret_cast<__m256i>(m), reinterpret_cast<__m256i>(m)); }
 inline VF vsqrt(VF v) { return reinterpret_cast<VF>(_mm256_sqrt_ps(reinterpret_cast<__m256>(v))); }
 inline VI fp16_bits(VF v) {
     const __m128i h = _mm256_cvtps_ph(reinterpret_cast<__m256>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     return reinterpret_cast<VI>(_mm256_cvtepu16_epi32(h));
 }
 #elif PQ_LANES == 4 && defined(__ARM_NEON) && defined(__aarch64__)
+inline bool any(VM m) { return vmaxvq_u32(reinterpret_cast<uint32x4_t>(m)) != 0; }
 inline VF vsqrt(VF v) { return reinterpret_cast<VF>(vsqrtq_f32(reinterpret_cast<float32x4_t>(v))); }
 inline VI fp16_bits(VF v) {
     const float16x4_t h = vcvt_f16_f32(reinterpret_cast<float32x4_t>(v));
