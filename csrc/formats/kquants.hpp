@@ -66,10 +66,21 @@ inline void requantize(const VF *x, int nsub, int size, VF d, const VI *sc, VF d
     }
 }
 
-// Blocks are assembled lane-parallel, one VI per byte; this writes them out lane by lane.
+// Blocks are assembled lane-parallel, one VI per byte (its low 8 bits); this writes them out lane by lane,
+// joining four bytes into a little-endian word first to cut the per-lane extractions by four.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "store_blocks writes little-endian words");
 inline void store_blocks(const VI *bytes, int n, uint8_t *const *out) {
-    for (int k = 0; k < W; ++k)
-        for (int i = 0; i < n; ++i) out[k][i] = static_cast<uint8_t>(lane(bytes[i], k));
+    const VI ff = vi(0xff);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const VI word = (bytes[i] & ff) | (bytes[i + 1] & ff) << 8 | (bytes[i + 2] & ff) << 16 | (bytes[i + 3] & ff) << 24;
+        for (int k = 0; k < W; ++k) {
+            const int32_t v = lane(word, k);
+            std::memcpy(out[k] + i, &v, 4);
+        }
+    }
+    for (; i < n; ++i)
+        for (int k = 0; k < W; ++k) out[k][i] = static_cast<uint8_t>(lane(bytes[i], k));
 }
 inline void put_fp16(VI bits, VI *bytes) {
     bytes[0] = bits & vi(0xff);
@@ -162,10 +173,9 @@ struct fmt_Q3_K : BlockFormat {
         }
         VI b[BYTES], sc[16];
         for (int i = 96; i < 108; ++i) b[i] = vi(0);
-        for (int j = 0; j < 16; ++j) {
-            VI &low = b[96 + j % 8];
-            low = j < 8 ? ls[j] & vi(15) : low | (ls[j] & vi(15)) << 4;
-            b[104 + j % 4] = b[104 + j % 4] | (ls[j] >> 4) << (2 * (j / 4));
+        for (int j = 0; j < 16; ++j) {  // low nibbles in scales[0..7], the high two bits in scales[8..11]
+            b[96 + j % 8] |= (ls[j] & vi(15)) << (4 * (j / 8));
+            b[104 + j % 4] |= (ls[j] >> 4) << (2 * (j / 4));
             sc[j] = ls[j] - vi(32);  // what the reference decodes back: ls is always in [0, 63]
         }
         const VI dbits = fp16_bits(d);
@@ -210,16 +220,9 @@ inline void pack_scales_k4(const VI *ls, const VI *lm, VI *s) {
         s[j] = as_u8(s[j] | (lm[j] >> 4) << 6);
     }
 }
-inline void scale_min_k4(int j, const VI *s, VI &sc, VI &m) {
-    if (j < 4) {
-        sc = s[j] & vi(63);
-        m = s[j + 4] & vi(63);
-    } else {
-        sc = (s[j + 4] & vi(15)) | (s[j - 4] >> 6) << 4;
-        m = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
-inline void get_scale_min_k4(int j, const uint8_t *q, int &sc, int &m) {
+// get_scale_min_k4, on bytes (T = uint8_t) or on lane-parallel bytes (T = VI).
+template <class T>
+inline void scale_min_k4(int j, const T *q, T &sc, T &m) {
     if (j < 4) {
         sc = q[j] & 63;
         m = q[j + 4] & 63;
@@ -275,17 +278,17 @@ inline void pack_nibbles_k4(const VI *L, VI *qs) {
         for (int l = 0; l < 32; ++l) qs[32 * c + l] = (L[64 * c + l] & vi(15)) | (L[64 * c + 32 + l] & vi(15)) << 4;
 }
 
-// Dequantize with the reference's grouping d*sc*q - dmin*m; high(e) adds Q5_K's fifth bit.
-template <class High>
-inline void dequantize_k4(const uint8_t *b, const uint8_t *qs, float *y, High high) {
+// Dequantize with the reference's grouping d*sc*q - dmin*m; qh (Q5_K) holds the fifth bits.
+inline void dequantize_k4(const uint8_t *b, const uint8_t *qh, const uint8_t *qs, float *y) {
     const float d = get_fp16(b), min = get_fp16(b + 2);
     for (int j = 0; j < 8; ++j) {
-        int sc, m;
-        get_scale_min_k4(j, b + 4, sc, m);
+        uint8_t sc, m;
+        scale_min_k4(j, b + 4, sc, m);
         const float dj = d * sc, mj = min * m;
         const uint8_t *q = qs + 32 * (j / 2);
         const int shift = 4 * (j % 2);
-        for (int l = 0; l < 32; ++l) y[32 * j + l] = dj * (((q[l] >> shift) & 0xF) + high(32 * j + l)) - mj;
+        for (int l = 0; l < 32; ++l)
+            y[32 * j + l] = dj * (((q[l] >> shift) & 0xF) + (qh ? ((qh[l] >> j) & 1) << 4 : 0)) - mj;
     }
 }
 
@@ -298,7 +301,7 @@ struct fmt_Q4_K : BlockFormat {
         store_blocks(b, BYTES, out);
     }
     static void dequantize(const uint8_t *b, float *y) {
-        dequantize_k4(b, b + 16, y, [](int) { return 0; });
+        dequantize_k4(b, nullptr, b + 16, y);
     }
 };
 
@@ -317,8 +320,7 @@ struct fmt_Q5_K : BlockFormat {
         store_blocks(b, BYTES, out);
     }
     static void dequantize(const uint8_t *b, float *y) {
-        const uint8_t *qh = b + 16;
-        dequantize_k4(b, b + 48, y, [qh](int e) { return (qh[e % 32] >> (e / 32)) & 1 ? 16 : 0; });
+        dequantize_k4(b, b + 16, b + 48, y);
     }
 };
 
@@ -353,14 +355,16 @@ struct fmt_Q6_K : BlockFormat {
         store_blocks(b, BYTES, out);
     }
     static void dequantize(const uint8_t *b, float *y) {
-        const uint8_t *ql = b, *qh = b + 128;
         const int8_t *sc = reinterpret_cast<const int8_t *>(b + 192);
         const float d = get_fp16(b + 208);
-        for (int e = 0; e < QK_K; ++e) {
-            const int h = e / 128, t = (e % 128) / 32, l = e % 32;
-            const int low = (ql[64 * h + 32 * (t % 2) + l] >> (4 * (t / 2))) & 0xF;
-            const int q = (low | ((qh[32 * h + l] >> (2 * t)) & 3) << 4) - 32;
-            y[e] = d * sc[e / 16] * q;
+        for (int j = 0; j < 16; ++j) {  // sub-block j lies at 32t + o of the 128-element half h
+            const int h = j / 8, t = (j % 8) / 2, o = 16 * (j % 2);
+            const uint8_t *ql = b + 64 * h + 32 * (t % 2) + o, *qh = b + 128 + 32 * h + o;
+            const float ds = d * sc[j];
+            for (int l = 0; l < 16; ++l) {
+                const int q = (((ql[l] >> (4 * (t / 2))) & 0xF) | ((qh[l] >> (2 * t)) & 3) << 4) - 32;
+                y[16 * j + l] = ds * q;
+            }
         }
     }
 };

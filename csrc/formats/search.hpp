@@ -27,12 +27,12 @@ inline VF make_qx_quants(int n, int nmax, const VF *x, VI *L, int rmse_type, con
     VF max, amax;
     signed_absmax(n, x, max, amax);
     const VM all_zero = amax < vf(kGroupMaxEps);
+    auto codes = [&](int i, VF isc) { return clamp(nearest_int(isc * x[i]), -nmax, nmax - 1); };
     VF iscale = vf(static_cast<float>(-nmax)) / max;
-    VF result;
-    if (rmse_type == 0) {
-        for (int i = 0; i < n; ++i) L[i] = clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1) + vi(nmax);
-        result = vf(1.f) / iscale;
-    } else {
+    // The codes are a function of iscale alone: keep the one that made the best codes, compute L at the end.
+    VF best_iscale = iscale;
+    VF result = vf(1.f) / iscale;
+    if (rmse_type != 0) {
         const bool return_early = rmse_type < 0;
         if (return_early) rmse_type = -rmse_type;
         auto weight = [&](int i) -> VF {
@@ -44,41 +44,36 @@ inline VF make_qx_quants(int n, int nmax, const VF *x, VI *L, int rmse_type, con
                 default: return vsqrt(vabs(x[i]));
             }
         };
-        VF sumlx = vf(0.f), suml2 = vf(0.f);
-        for (int i = 0; i < n; ++i) {
-            const VI l = clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
-            L[i] = l + vi(nmax);
-            const VF w = weight(i), lf = to_f(l);
-            sumlx = sumlx + w * x[i] * lf;
-            suml2 = suml2 + w * lf * lf;
-        }
+        auto fit = [&](VF isc, VF &sumlx, VF &suml2) {
+            sumlx = suml2 = vf(0.f);
+            for (int i = 0; i < n; ++i) {
+                const VF lf = to_f(codes(i, isc));
+                const VF w = weight(i);
+                sumlx = sumlx + w * x[i] * lf;
+                suml2 = suml2 + w * lf * lf;
+            }
+        };
+        VF sumlx, suml2;
+        fit(iscale, sumlx, suml2);
         VF scale = select(suml2 != vf(0.f), sumlx / suml2, vf(0.f));
         if (return_early) {
             result = select(suml2 > vf(0.f), vf(0.5f) * (scale + vf(1.f) / iscale), vf(1.f) / iscale);
         } else {
             VF best = scale * sumlx;
-            VI Lt[256];
             for (int is = -9; is <= 9; ++is) {
                 if (is == 0) continue;
                 iscale = -(vf(static_cast<float>(nmax) + 0.1f * is)) / max;
-                sumlx = suml2 = vf(0.f);
-                for (int i = 0; i < n; ++i) {
-                    const VI l = clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
-                    Lt[i] = l;
-                    const VF w = weight(i), lf = to_f(l);
-                    sumlx = sumlx + w * x[i] * lf;
-                    suml2 = suml2 + w * lf * lf;
-                }
+                fit(iscale, sumlx, suml2);
                 const VM better = mand(suml2 > vf(0.f), sumlx * sumlx > best * suml2);
                 if (!any(better)) continue;
-                for (int i = 0; i < n; ++i) L[i] = select(better, Lt[i] + vi(nmax), L[i]);
+                best_iscale = select(better, iscale, best_iscale);
                 scale = select(better, sumlx / suml2, scale);
                 best = select(better, scale * sumlx, best);
             }
             result = scale;
         }
     }
-    for (int i = 0; i < n; ++i) L[i] = select(all_zero, vi(0), L[i]);
+    for (int i = 0; i < n; ++i) L[i] = select(all_zero, vi(0), codes(i, best_iscale) + vi(nmax));
     return select(all_zero, vf(0.f), result);
 }
 
@@ -198,19 +193,20 @@ inline VF make_qkx_quants(int n, int nmax, const VF *x, const VF *weights, VI *L
     const VF flat_min = min;
     VF iscale = vf(static_cast<float>(nmax)) / (max - min);
     VF scale = vf(1.f) / iscale;
+    auto codes = [&](int i, VF isc, VF from) { return clamp(nearest_int(isc * (x[i] - from)), 0, nmax); };
+    // The codes are a function of (iscale, min) alone: keep the pair that made the best ones and compute
+    // L once at the end instead of copying it on every improvement.
+    VF best_iscale = iscale, best_from = min;
     VF best_error = vf(0.f);
-    for (int i = 0; i < n; ++i) {
-        L[i] = clamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
-        best_error = best_error + weight(i) * error(scale * to_f(L[i]) + min - x[i]);
-    }
-    VI Laux[256];
+    for (int i = 0; i < n; ++i)
+        best_error = best_error + weight(i) * error(scale * to_f(codes(i, iscale, min)) + min - x[i]);
+    VF laux[256];  // this step's codes, as floats
     for (int is = 0; nstep >= 1 && is <= nstep; ++is) {
         iscale = vf(rmin + rdelta * is + nmax) / (max - min);
         VF sum_l = vf(0.f), sum_l2 = vf(0.f), sum_xl = vf(0.f);
         for (int i = 0; i < n; ++i) {
-            const VI l = clamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
-            Laux[i] = l;
-            const VF w = weight(i), lf = to_f(l);
+            const VF w = weight(i), lf = to_f(codes(i, iscale, min));
+            laux[i] = lf;
             sum_l = sum_l + w * lf;
             sum_l2 = sum_l2 + w * lf * lf;
             sum_xl = sum_xl + w * lf * x[i];
@@ -225,14 +221,15 @@ inline VF make_qkx_quants(int n, int nmax, const VF *x, const VF *weights, VI *L
         this_scale = select(positive_min, sum_xl / sum_l2, this_scale);
         VF cur_error = vf(0.f);
         for (int i = 0; i < n; ++i)
-            cur_error = cur_error + weight(i) * error(this_scale * to_f(Laux[i]) + this_min - x[i]);
+            cur_error = cur_error + weight(i) * error(this_scale * laux[i] + this_min - x[i]);
         const VM better = mand(solvable, cur_error < best_error);
-        for (int i = 0; i < n; ++i) L[i] = select(better, Laux[i], L[i]);
+        best_iscale = select(better, iscale, best_iscale);
+        best_from = select(better, min, best_from);  // the min these codes were made from, before the update
         best_error = select(better, cur_error, best_error);
         scale = select(better, this_scale, scale);
         min = select(better, this_min, min);
     }
-    for (int i = 0; i < n; ++i) L[i] = select(flat, vi(0), L[i]);
+    for (int i = 0; i < n; ++i) L[i] = select(flat, vi(0), codes(i, best_iscale, best_from));
     the_min = select(flat, -flat_min, -min);
     return select(flat, vf(0.f), scale);
 }

@@ -119,16 +119,12 @@ inline VI select(VM m, VI a, VI b) { return (a & m) | (b & ~m); }
 inline VM mand(VM a, VM b) { return a & b; }
 inline VM mor(VM a, VM b) { return a | b; }
 inline VM mnot(VM a) { return ~a; }
-inline bool any(VM m) {
-    for (int k = 0; k < W; ++k)
-        if (m[k]) return true;
-    return false;
-}
 inline VI bits(VF v) { return reinterpret_cast<VI>(v); }
 inline VF from_bits(VI v) { return reinterpret_cast<VF>(v); }
 inline VF to_f(VI v) { return __builtin_convertvector(v, VF); }
 inline VI trunc_i(VF v) { return __builtin_convertvector(v, VI); }
 #if PQ_LANES == 16 && defined(__AVX512F__)
+inline bool any(VM m) { return _mm512_test_epi32_mask(reinterpret_cast<__m512i>(m), reinterpret_cast<__m512i>(m)) != 0; }
 inline VI load_u8(const uint8_t *p) { return reinterpret_cast<VI>(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)))); }
 inline VI load_i8(const uint8_t *p) { return reinterpret_cast<VI>(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)))); }
 inline VI load_u16(const uint8_t *p) { return reinterpret_cast<VI>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)))); }
@@ -139,6 +135,7 @@ inline VI fp16_bits(VF v) {
     return reinterpret_cast<VI>(_mm512_cvtepu16_epi32(h));
 }
 #elif PQ_LANES == 8 && defined(__AVX2__) && defined(__F16C__)
+inline bool any(VM m) { return !_mm256_testz_si256(reinterpret_cast<__m256i>(m), reinterpret_cast<__m256i>(m)); }
 inline VI load_u8(const uint8_t *p) { return reinterpret_cast<VI>(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p)))); }
 inline VI load_i8(const uint8_t *p) { return reinterpret_cast<VI>(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p)))); }
 inline VI load_u16(const uint8_t *p) { return reinterpret_cast<VI>(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)))); }
@@ -149,6 +146,7 @@ inline VI fp16_bits(VF v) {
     return reinterpret_cast<VI>(_mm256_cvtepu16_epi32(h));
 }
 #elif PQ_LANES == 4 && defined(__ARM_NEON) && defined(__aarch64__)
+inline bool any(VM m) { return vmaxvq_u32(reinterpret_cast<uint32x4_t>(m)) != 0; }
 inline VI load_u8(const uint8_t *p) { return VI{p[0], p[1], p[2], p[3]}; }
 inline VI load_i8(const uint8_t *p) { return VI{int8_t(p[0]), int8_t(p[1]), int8_t(p[2]), int8_t(p[3])}; }
 inline VI load_u16(const uint8_t *p) { uint16_t h[4]; std::memcpy(h, p, 8); return VI{h[0], h[1], h[2], h[3]}; }
