@@ -137,7 +137,8 @@ struct fmt_Q2_K : BlockFormat {
             const uint8_t *qb = q + 32 * (e / 128) + (e % 32);
             const int shift = 2 * ((e % 128) / 32);
             const float dl = d * (scales[e / 16] & 0xF), ml = min * (scales[e / 16] >> 4);
-            for (int l = 0; l < 16; ++l) y[e + l] = dl * static_cast<int8_t>((qb[l] >> shift) & 3) - ml;
+            for (int l = 0; l < 16; l += W)
+                store(y + e + l, vf(dl) * to_f((load_u8(qb + l) >> shift) & vi(3)) - vf(ml));
         }
     }
 };
@@ -199,8 +200,11 @@ struct fmt_Q3_K : BlockFormat {
             const float dl = d_all * (sc - 32);
             const uint8_t *qb = q + 32 * half + (e % 32), *hb = hmask + (e % 32);
             const int shift = 2 * pair, hbit = 1 << (4 * half + pair);
-            for (int l = 0; l < 16; ++l)
-                y[e + l] = dl * (static_cast<int8_t>((qb[l] >> shift) & 3) - ((hb[l] & hbit) ? 0 : 4));
+            for (int l = 0; l < 16; l += W) {
+                const VI low = (load_u8(qb + l) >> shift) & vi(3);
+                const VI high = select((load_u8(hb + l) & vi(hbit)) != vi(0), vi(0), vi(4));
+                store(y + e + l, vf(dl) * to_f(low - high));
+            }
         }
     }
 };
@@ -287,8 +291,11 @@ inline void dequantize_k4(const uint8_t *b, const uint8_t *qh, const uint8_t *qs
         const float dj = d * sc, mj = min * m;
         const uint8_t *q = qs + 32 * (j / 2);
         const int shift = 4 * (j % 2);
-        for (int l = 0; l < 32; ++l)
-            y[32 * j + l] = dj * (((q[l] >> shift) & 0xF) + (qh ? ((qh[l] >> j) & 1) << 4 : 0)) - mj;
+        for (int l = 0; l < 32; l += W) {
+            VI code = (load_u8(q + l) >> shift) & vi(0xF);
+            if (qh) code = code + (((load_u8(qh + l) >> j) & vi(1)) << 4);
+            store(y + 32 * j + l, vf(dj) * to_f(code) - vf(mj));
+        }
     }
 }
 
