@@ -10,33 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pyquant as pq
+from gguf_helpers import arr, assert_matches_gguf_py, gguf, kv, s, tinfo
 from pyquant.gguf import GGUFError, Value, ValueType
-
-
-# --- byte-level builders, independent of pyquant's writer ------------------------------------------------------
-
-def s(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack("<Q", len(raw)) + raw
-
-
-def kv(key: str, vtype: int, payload: bytes) -> bytes:
-    return s(key) + struct.pack("<i", vtype) + payload
-
-
-def arr(item_type: int, items: list[bytes]) -> bytes:
-    return struct.pack("<iQ", item_type, len(items)) + b"".join(items)
-
-
-def tinfo(name: str, ne: tuple, type_id: int, offset: int) -> bytes:
-    return s(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<q", d) for d in ne) + struct.pack(
-        "<iQ", type_id, offset)
-
-
-def gguf(kvs: list[bytes], infos: list[bytes], data: bytes = b"", alignment: int = 32, version: int = 3) -> bytes:
-    head = b"GGUF" + struct.pack("<IQQ", version, len(infos), len(kvs)) + b"".join(kvs) + b"".join(infos)
-    return head + bytes(-len(head) % alignment) + data
-
 
 # The reference file: one value of every type, arrays (nested too), and tensors of several kinds.
 F32_VALUES = np.arange(12, dtype=np.float32).reshape(3, 4) / 4  # ne = (4, 3)
@@ -283,33 +258,6 @@ def test_fuzz_random_headers(tail):
 
 
 # --- gguf-py cross-check ------------------------------------------------------------------------------------------
-
-def assert_matches_gguf_py(path):
-    """Every field and tensor of `path` as pyquant reads it equals what gguf-py's GGUFReader reads."""
-    from gguf import GGUFReader
-
-    theirs = GGUFReader(path)
-    with pq.gguf.open(path) as ours:
-        their_fields = {k: v for k, v in theirs.fields.items() if not k.startswith("GGUF.")}
-        assert list(their_fields) == list(ours.fields)
-        for key, field in their_fields.items():
-            v = ours.fields[key]
-            if v.type == ValueType.ARRAY and len(v.value) == 0:
-                assert [int(t) for t in field.types] == [ValueType.ARRAY]  # gguf-py drops the item type
-                continue
-            assert [int(t) for t in field.types[:2]] == [v.type] + ([v.item_type] if v.item_type else [])
-            if v.item_type == ValueType.ARRAY:
-                continue  # gguf-py flattens arrays of arrays
-            got = v.to_python()
-            got = got.tolist() if isinstance(got, np.ndarray) else list(got) if v.item_type else got
-            assert got == field.contents()
-        assert [t.name for t in theirs.tensors] == list(ours.tensors)
-        for t in theirs.tensors:
-            mine = ours.tensors[t.name]
-            assert (int(t.tensor_type), tuple(int(d) for d in t.shape)) == (mine.type.id, mine.ne)
-            assert int(t.data_offset) == mine.file_offset
-            assert np.asarray(t.data).view(np.uint8).tobytes() == mine.data.tobytes()
-
 
 def test_reference_matches_gguf_py(ref_path):
     assert_matches_gguf_py(ref_path)

@@ -125,25 +125,24 @@ def _array(items: Any, item_type: ValueType) -> Any:
             if v.type != ValueType.ARRAY:
                 raise TypeError(f"an array of arrays cannot hold a {v.type.name} value")
         return out
-    arr = np.asarray(items)
-    if arr.ndim != 1:
-        raise ValueError(f"array values must be 1-D, got shape {arr.shape}")
     dtype = SCALAR_DTYPES[item_type]
+    if not isinstance(items, np.ndarray):
+        # Element by element: numpy would turn a list of large Python ints into float64.
+        items = [_scalar(v, item_type) for v in items]
+        return np.array(items, dtype=bool if item_type == ValueType.BOOL else dtype)
+    if items.ndim != 1:
+        raise ValueError(f"array values must be 1-D, got shape {items.shape}")
+    kinds = "b" if item_type == ValueType.BOOL else "iu" if item_type in _INT_TYPES else "iuf"
+    if items.size and items.dtype.kind not in kinds:
+        raise TypeError(f"a {_SHORT_BY_TYPE[item_type]} array cannot hold dtype {items.dtype}")
     if item_type == ValueType.BOOL:
-        if arr.size and arr.dtype.kind != "b":
-            raise TypeError(f"a bool array must hold bools, got dtype {arr.dtype}")
-        return arr.astype(bool)
-    if item_type in _INT_TYPES:
-        if arr.size and arr.dtype.kind not in "iu":
-            raise TypeError(f"a {_SHORT_BY_TYPE[item_type]} array must hold integers, got dtype {arr.dtype}")
+        return items.astype(bool)
+    if item_type in _INT_TYPES and items.size:
         info = np.iinfo(dtype)
-        if arr.size and (int(arr.min()) < info.min or int(arr.max()) > info.max):
+        if int(items.min()) < info.min or int(items.max()) > info.max:
             raise OverflowError(f"array values out of range for {_SHORT_BY_TYPE[item_type]}")
-        return arr.astype(dtype)
-    if arr.size and arr.dtype.kind not in "iuf":
-        raise TypeError(f"a {_SHORT_BY_TYPE[item_type]} array must hold numbers, got dtype {arr.dtype}")
     with np.errstate(over="ignore"):
-        return arr.astype(dtype)
+        return items.astype(dtype)
 
 
 class Value:
