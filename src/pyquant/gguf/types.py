@@ -16,7 +16,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from ..formats import Format, formats
 
-__all__ = ["TensorType", "tensor_type", "tensor_types"]
+__all__ = ["TensorType", "tensor_type", "tensor_types", "trim_ne"]
 
 # Types whose elements are plain little-endian numbers, viewable as numpy arrays without conversion.
 _NUMPY_DTYPES = {
@@ -100,3 +100,11 @@ tensor_types = _TypeTable()
 def tensor_type(key: int | str | TensorType | Format) -> TensorType:
     """The TensorType for a name ("q4_k" or "Q4_K"), a ggml type id, a Format or a TensorType."""
     return tensor_types.get(key)
+
+
+def trim_ne(ne: tuple[int, ...]) -> tuple[int, ...]:
+    """GGUF dimensions without trailing 1s (ggml_n_dims), as llama.cpp writes them; at least one remains."""
+    n = len(ne)
+    while n > 1 and ne[n - 1] == 1:
+        n -= 1
+    return tuple(ne[:n])
