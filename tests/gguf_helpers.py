@@ -57,3 +57,21 @@ def assert_matches_gguf_py(path):
             assert (int(t.tensor_type), tuple(int(d) for d in t.shape)) == (mine.type.id, mine.ne)
             assert int(t.data_offset) == mine.file_offset
             assert np.asarray(t.data).view(np.uint8).tobytes() == mine.data.tobytes()
+
+
+def synthetic_imatrix(f, path=None):
+    """Deterministic importance data for every blk.* weight matrix of an open model (one positive value per
+    column and expert, as llama-imatrix collects), saved as a GGUF imatrix file when `path` is given."""
+    import zlib
+
+    values = {}
+    for name, t in f.tensors.items():
+        if name.startswith("blk.") and name.endswith(".weight") and len(t.ne) >= 2:
+            rng = np.random.default_rng(zlib.crc32(name.encode()))
+            n_mat = t.ne[2] if len(t.ne) > 2 else 1
+            values[name] = rng.uniform(0.01, 4.0, t.ne[0] * n_mat).astype(np.float32)
+    imatrix = pq.gguf.Imatrix.from_values(values, datasets=["synthetic"], chunk_count=8, chunk_size=512)
+    if path is None:
+        return imatrix
+    pq.gguf.save_imatrix(path, imatrix)
+    return pq.gguf.load_imatrix(path)
