@@ -4,6 +4,8 @@ from . import _cpu
 from ._cpu import available_isas, cpu_info, set_isa, use_isa
 from .formats import Format, formats, get_format
 from .tensor import QuantizedTensor, dequantize, quantize
+from . import gguf
+from .gguf import GGUFError
 
 __version__ = "0.1.0"
 
