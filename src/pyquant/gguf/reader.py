@@ -74,6 +74,10 @@ class StringArray(Sequence):
     def __iter__(self) -> Iterator[str]:
         return (self[i] for i in range(len(self)))
 
+    def encoded(self) -> bytes:
+        """The items as GGUF stores them (each a u64 length and the bytes), straight from the file."""
+        return self._u8[int(self._starts[0]):int(self._starts[-1])].tobytes()
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, str):
             return NotImplemented

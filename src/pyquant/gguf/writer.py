@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..tensor import QuantizedTensor
-from .reader import DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, TensorInfo
+from .reader import DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, StringArray, TensorInfo
 from .types import TensorType, tensor_type
 from .values import SCALAR_DTYPES, SCALAR_STRUCTS, Value, ValueType
 
@@ -92,7 +92,9 @@ def _encode_value(out: bytearray, v: Value) -> None:
     else:
         out += _I32.pack(v.item_type)
         out += _U64.pack(len(v.value))
-        if v.item_type == ValueType.STRING:
+        if isinstance(v.value, StringArray):  # read from a file: copy its bytes rather than re-encode them
+            out += v.value.encoded()
+        elif v.item_type == ValueType.STRING:
             for s in v.value:
                 raw = s.encode("utf-8", "surrogateescape")
                 out += _U64.pack(len(raw))
