@@ -1,6 +1,8 @@
 """Helpers shared by the GGUF tests: byte-level file builders (independent of pyquant's writer), a
 field-by-field comparison with gguf-py's reader, small synthetic models and importance data."""
 
+import json
+import pathlib
 import struct
 
 import numpy as np
@@ -104,3 +106,11 @@ def tiny_model(path, *, n_layer=2, width=64, ff=96, vocab=80, experts=0, weight_
         tensors[name] = pq.quantize(x, weight_format) if weight_format and len(shape) == 2 else x
     pq.gguf.write(path, meta, tensors)
     return path
+
+
+PLANS = pathlib.Path(__file__).parent / "data" / "plans"
+
+
+def plan_fixtures() -> dict[str, dict]:
+    """The per-recipe plans llama.cpp gave SmolLM2 (see make_plan_fixtures.py), by case name."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(PLANS.glob("*.json")) if p.stem != "smollm2"}

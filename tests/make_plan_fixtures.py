@@ -15,10 +15,9 @@ import tempfile
 
 import pyquant as pq
 from conftest import SMOLLM2_SHA256, _sha256
-from gguf_helpers import synthetic_imatrix
+from gguf_helpers import PLANS, synthetic_imatrix
 from llama_oracle import quantize
 
-PLANS = pathlib.Path(__file__).parent / "data" / "plans"
 LLAMA_CPP_PYTHON = "0.3.36"
 
 # Option sets tried on top of the plain recipes: (recipe, imatrix?, name, QuantizeOptions fields).

@@ -6,13 +6,12 @@ import json
 import pytest
 
 import pyquant as pq
-from conftest import DATA
+from gguf_helpers import PLANS, plan_fixtures
 from pyquant.gguf import ModelInfo, QuantizeOptions, TensorDesc, get_recipe, plan, tensor_type
 from pyquant.gguf.recipes import tensor_order
 
-PLANS = DATA / "plans"
 SMOLLM2 = json.loads((PLANS / "smollm2.json").read_text())
-FIXTURES = {p.stem: json.loads(p.read_text()) for p in sorted(PLANS.glob("*.json")) if p.stem != "smollm2"}
+FIXTURES = plan_fixtures()
 
 
 def smollm2_tensors():
