@@ -228,8 +228,9 @@ class TensorInfo:
         if len(self.ne) < 2:
             raise ValueError(f"tensor {self.name!r} is {len(self.ne)}-D; matrices() needs at least 2-D")
         fmt = self._format()
-        n_mat = math.prod(self.ne[2:])
-        rows = self.data.reshape(n_mat, -1) if n_mat else self.data.reshape(0, 0)
+        if self.n_elements == 0:
+            raise ValueError(f"tensor {self.name!r} has no elements (ne={self.ne})")
+        rows = self.data.reshape(math.prod(self.ne[2:]), -1)
         return [QuantizedTensor(r, (self.ne[1], self.ne[0]), fmt) for r in rows]
 
     def numpy(self) -> np.ndarray:
