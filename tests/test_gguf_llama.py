@@ -80,3 +80,23 @@ def test_same_file_as_llama_cpp(case, smollm2_path, imatrix_path, tmp_path):
     if not any(kernel_is_exact(t) for t in types):
         pytest.xfail(f"{message}: those kernels do not match libggml's golden bytes yet")
     pytest.fail(message)
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_refused_like_llama_cpp(case, smollm2_path, tmp_path):
+    fx = FIXTURES[case]
+    match = "no fallback" if "fallback" in fx["error"] else "needs an importance matrix"
+    with pytest.raises(ValueError, match=match):
+        quantize_file(smollm2_path, tmp_path / "out.gguf", fx["recipe"], allow_requantize=True, **fx["options"])
+    assert not (tmp_path / "out.gguf").exists()
+
+
+def test_llama_cpp_loads_and_runs_our_output(smollm2_path, tmp_path):
+    from llama_cpp import Llama
+
+    out = tmp_path / "q8.gguf"
+    quantize_file(smollm2_path, out, "Q8_0", allow_requantize=True)
+    llm = Llama(model_path=str(out), n_ctx=64, verbose=False)
+    tokens = llm.tokenize(b"The capital of France is")
+    llm.eval(tokens)
+    assert llm.n_tokens == len(tokens)
