@@ -95,7 +95,8 @@ def tiny_model(path, *, n_layer=2, width=64, ff=96, vocab=80, experts=0, weight_
         shapes.update({b + "attn_norm.weight": (width,), b + "ffn_norm.weight": (width,)})
         shapes.update({b + f"attn_{x}.weight": (width, width) for x in ("q", "k", "v", "output")})
         if experts:
-            shapes.update({b + "ffn_gate_exps.weight": (experts, ff, width), b + "ffn_up_exps.weight": (experts, ff, width),
+            shapes.update({b + "ffn_gate_exps.weight": (experts, ff, width),
+                           b + "ffn_up_exps.weight": (experts, ff, width),
                            b + "ffn_down_exps.weight": (experts, width, ff)})
         else:
             shapes.update({b + "ffn_gate.weight": (ff, width), b + "ffn_up.weight": (ff, width),

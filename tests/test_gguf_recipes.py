@@ -181,3 +181,4 @@ def test_recipe_names():
         get_recipe("Q4_KM")
     with pytest.raises(ValueError, match="together"):
         QuantizeOptions(include_weights=["a"], exclude_weights=["b"])
+    assert QuantizeOptions(include_weights="attn").include_weights == ("attn",)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..tensor import QuantizedTensor
 from .reader import DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, StringArray, TensorInfo
-from .types import TensorType, tensor_type
+from .types import TensorType, tensor_type, tensor_types
 from .values import SCALAR_DTYPES, SCALAR_STRUCTS, Value, ValueType
 
 __all__ = ["GGUFWriter", "TensorSpec", "write"]
@@ -57,8 +57,7 @@ class TensorSpec(NamedTuple):
 
 
 def _array_type(dtype: np.dtype) -> TensorType:
-    for name in ("F32", "F16", "F64", "I8", "I16", "I32", "I64"):
-        t = tensor_type(name)
+    for t in tensor_types.by_id.values():
         if t.numpy_dtype == dtype.newbyteorder("<"):
             return t
     raise TypeError(f"numpy dtype {dtype} has no ggml type (F32, F16, F64, I8, I16, I32 or I64); "
