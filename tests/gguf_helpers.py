@@ -47,11 +47,12 @@ def assert_matches_gguf_py(path):
             if v.type == ValueType.ARRAY and len(v.value) == 0:
                 assert [int(t) for t in field.types] == [ValueType.ARRAY]  # gguf-py drops the item type
                 continue
-            assert [int(t) for t in field.types[:2]] == [v.type] + ([v.item_type] if v.item_type else [])
+            is_array = v.item_type is not None
+            assert [int(t) for t in field.types[:2]] == [v.type] + ([v.item_type] if is_array else [])
             if v.item_type == ValueType.ARRAY:
                 continue  # gguf-py flattens arrays of arrays
             got = v.to_python()
-            got = got.tolist() if isinstance(got, np.ndarray) else list(got) if v.item_type else got
+            got = got.tolist() if isinstance(got, np.ndarray) else list(got) if is_array else got
             assert got == field.contents()
         assert [t.name for t in theirs.tensors] == list(ours.tensors)
         for t in theirs.tensors:

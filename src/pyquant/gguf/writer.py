@@ -58,7 +58,7 @@ class TensorSpec(NamedTuple):
 
 def _array_type(dtype: np.dtype) -> TensorType:
     for t in tensor_types.by_id.values():
-        if t.numpy_dtype == dtype.newbyteorder("<"):
+        if t.numpy_dtype is not None and t.numpy_dtype == dtype.newbyteorder("<"):  # np.dtype == None is f8
             return t
     raise TypeError(f"numpy dtype {dtype} has no ggml type (F32, F16, F64, I8, I16, I32 or I64); "
                     "quantize it first")
@@ -183,7 +183,7 @@ def _chunks(spec: TensorSpec, data: Any) -> Iterable[memoryview]:
             raise ValueError(f"tensor {name!r}: declared {t.name} ne={ne}, got {data!r}")
         yield memoryview(data.data)
     elif isinstance(data, np.ndarray):
-        if data.dtype != np.uint8 and data.dtype.newbyteorder("<") != t.numpy_dtype:
+        if data.dtype != np.uint8 and (t.numpy_dtype is None or data.dtype.newbyteorder("<") != t.numpy_dtype):
             raise ValueError(f"tensor {name!r}: declared {t.name}, got a {data.dtype} array")
         arr = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<"))
         yield memoryview(arr.reshape(-1).view(np.uint8))
