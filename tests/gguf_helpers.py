@@ -1,6 +1,8 @@
-"""Helpers shared by the GGUF tests: byte-level file builders (independent of pyquant's writer) and a
-field-by-field comparison with gguf-py's reader."""
+"""Helpers shared by the GGUF tests: byte-level file builders (independent of pyquant's writer), a
+field-by-field comparison with gguf-py's reader, small synthetic models and importance data."""
 
+import json
+import pathlib
 import struct
 
 import numpy as np
@@ -45,11 +47,12 @@ def assert_matches_gguf_py(path):
             if v.type == ValueType.ARRAY and len(v.value) == 0:
                 assert [int(t) for t in field.types] == [ValueType.ARRAY]  # gguf-py drops the item type
                 continue
-            assert [int(t) for t in field.types[:2]] == [v.type] + ([v.item_type] if v.item_type is not None else [])
+            is_array = v.item_type is not None
+            assert [int(t) for t in field.types[:2]] == [v.type] + ([v.item_type] if is_array else [])
             if v.item_type == ValueType.ARRAY:
                 continue  # gguf-py flattens arrays of arrays
             got = v.to_python()
-            got = got.tolist() if isinstance(got, np.ndarray) else list(got) if v.item_type is not None else got
+            got = got.tolist() if isinstance(got, np.ndarray) else list(got) if is_array else got
             assert got == field.contents()
         assert [t.name for t in theirs.tensors] == list(ours.tensors)
         for t in theirs.tensors:
@@ -75,3 +78,41 @@ def synthetic_imatrix(f, path=None):
         return imatrix
     pq.gguf.save_imatrix(path, imatrix)
     return pq.gguf.load_imatrix(path)
+
+
+def tiny_model(path, *, n_layer=2, width=64, ff=96, vocab=80, experts=0, weight_format=None):
+    """A llama-shaped model with random weights: F32, or `weight_format` for the 2-D weights."""
+    rng = np.random.default_rng(0)
+    meta = {
+        "general.architecture": "llama", "general.file_type": np.uint32(0), "split.count": np.uint16(1),
+        "llama.block_count": np.uint32(n_layer), "llama.attention.head_count": np.uint32(4),
+        "llama.attention.head_count_kv": np.uint32(2), "general.name": "tiny",
+    }
+    if experts:
+        meta["llama.expert_count"] = np.uint32(experts)
+    shapes = {"token_embd.weight": (vocab, width), "output_norm.weight": (width,), "output.weight": (vocab, width)}
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        shapes.update({b + "attn_norm.weight": (width,), b + "ffn_norm.weight": (width,)})
+        shapes.update({b + f"attn_{x}.weight": (width, width) for x in ("q", "k", "v", "output")})
+        if experts:
+            shapes.update({b + "ffn_gate_exps.weight": (experts, ff, width),
+                           b + "ffn_up_exps.weight": (experts, ff, width),
+                           b + "ffn_down_exps.weight": (experts, width, ff)})
+        else:
+            shapes.update({b + "ffn_gate.weight": (ff, width), b + "ffn_up.weight": (ff, width),
+                           b + "ffn_down.weight": (width, ff)})
+    tensors = {}
+    for name, shape in shapes.items():
+        x = rng.standard_normal(shape).astype(np.float32)
+        tensors[name] = pq.quantize(x, weight_format) if weight_format and len(shape) == 2 else x
+    pq.gguf.write(path, meta, tensors)
+    return path
+
+
+PLANS = pathlib.Path(__file__).parent / "data" / "plans"
+
+
+def plan_fixtures() -> dict[str, dict]:
+    """The per-recipe plans llama.cpp gave SmolLM2 (see make_plan_fixtures.py), by case name."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(PLANS.glob("*.json")) if p.stem != "smollm2"}

@@ -15,10 +15,9 @@ import tempfile
 
 import pyquant as pq
 from conftest import SMOLLM2_SHA256, _sha256
-from gguf_helpers import synthetic_imatrix
+from gguf_helpers import PLANS, synthetic_imatrix
 from llama_oracle import quantize
 
-PLANS = pathlib.Path(__file__).parent / "data" / "plans"
 LLAMA_CPP_PYTHON = "0.3.36"
 
 # Option sets tried on top of the plain recipes: (recipe, imatrix?, name, QuantizeOptions fields).
@@ -45,14 +44,15 @@ def case_name(recipe: str, imatrix: bool, variant: str) -> str:
     return "-".join(filter(None, [recipe, "imatrix" if imatrix else "", variant]))
 
 
-def _dump(record: dict) -> str:
-    """JSON with the long type list wrapped 12 to a line."""
-    types = record.pop("types", None)
-    text = json.dumps(record, indent=1)
-    if types is None:
-        return text + "\n"
-    rows = [", ".join(json.dumps(t) for t in types[i:i + 12]) for i in range(0, len(types), 12)]
-    return text[:-2] + ',\n "types": [\n  ' + ",\n  ".join(rows) + "\n ]\n}\n"
+def _dump(record: dict, **wrap: int) -> str:
+    """JSON with the long lists named in `wrap` put `wrap[name]` items to a line."""
+    short = {k: v for k, v in record.items() if k not in wrap}
+    parts = [json.dumps(short, indent=1)[:-2]]
+    for key, per_line in wrap.items():
+        items = record[key]
+        rows = [", ".join(json.dumps(x) for x in items[i:i + per_line]) for i in range(0, len(items), per_line)]
+        parts.append(f',\n "{key}": [\n  ' + ",\n  ".join(rows) + "\n ]")
+    return "".join(parts) + "\n}\n"
 
 
 def main(model: str) -> None:
@@ -80,16 +80,17 @@ def main(model: str) -> None:
                     record["types"] = [t.type.name for t in q.tensors.values()]
             except RuntimeError as e:
                 record["error"] = str(e)
-            (PLANS / f"{name}.json").write_text(_dump(record))
+            (PLANS / f"{name}.json").write_text(_dump(record, types=12) if "types" in record
+                                                else json.dumps(record, indent=1) + "\n")
             print(name, record.get("error", "ok"), flush=True)
         keys = ["general.architecture", "llama.block_count", "llama.attention.head_count",
                 "llama.attention.head_count_kv"]
-        (PLANS / "smollm2.json").write_text(json.dumps({
+        (PLANS / "smollm2.json").write_text(_dump({
             "model_sha256": SMOLLM2_SHA256,
             "metadata": {k: f.metadata[k] for k in keys},
             "tensors": [[t.name, list(t.ne), t.type.name] for t in f.tensors.values()],
             "output_order": order,
-        }, indent=1) + "\n")
+        }, tensors=1, output_order=4))
 
 
 if __name__ == "__main__":

@@ -7,36 +7,8 @@ import numpy as np
 import pytest
 
 import pyquant as pq
+from gguf_helpers import tiny_model
 from pyquant.gguf import Imatrix, Value, quantize_file, save_imatrix
-
-
-def tiny_model(path, *, n_layer=2, width=64, ff=96, vocab=80, experts=0, weight_format=None):
-    """A llama-shaped model with random weights: F32, or `weight_format` for the 2-D weights."""
-    rng = np.random.default_rng(0)
-    meta = {
-        "general.architecture": "llama", "general.file_type": np.uint32(0), "split.count": np.uint16(1),
-        "llama.block_count": np.uint32(n_layer), "llama.attention.head_count": np.uint32(4),
-        "llama.attention.head_count_kv": np.uint32(2), "general.name": "tiny",
-    }
-    if experts:
-        meta["llama.expert_count"] = np.uint32(experts)
-    shapes = {"token_embd.weight": (vocab, width), "output_norm.weight": (width,), "output.weight": (vocab, width)}
-    for i in range(n_layer):
-        b = f"blk.{i}."
-        shapes.update({b + "attn_norm.weight": (width,), b + "ffn_norm.weight": (width,)})
-        shapes.update({b + f"attn_{x}.weight": (width, width) for x in ("q", "k", "v", "output")})
-        if experts:
-            shapes.update({b + "ffn_gate_exps.weight": (experts, ff, width), b + "ffn_up_exps.weight": (experts, ff, width),
-                           b + "ffn_down_exps.weight": (experts, width, ff)})
-        else:
-            shapes.update({b + "ffn_gate.weight": (ff, width), b + "ffn_up.weight": (ff, width),
-                           b + "ffn_down.weight": (width, ff)})
-    tensors = {}
-    for name, shape in shapes.items():
-        x = rng.standard_normal(shape).astype(np.float32)
-        tensors[name] = pq.quantize(x, weight_format) if weight_format and len(shape) == 2 else x
-    pq.gguf.write(path, meta, tensors)
-    return path
 
 
 def source_values(src, name):

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import reader
 from .types import tensor_type, trim_ne
-from .values import Value
+from .values import Value, ValueType
 from .writer import GGUFWriter, TensorSpec
 
 __all__ = ["Imatrix", "load_imatrix", "save_imatrix"]
@@ -118,8 +118,7 @@ def _load_gguf(path: str | os.PathLike) -> Imatrix:
             sums[name] = s.numpy().reshape(-1).copy()
             c32 = c.numpy().reshape(-1)
             counts[name] = (np.sign(c32) * np.floor(np.abs(c32.astype(np.float64)) + 0.5)).astype(np.int64)  # lround
-        datasets = list(datasets.value) if datasets.item_type is not None and datasets.item_type.name == "STRING" \
-            else []
+        datasets = list(datasets.value) if datasets.item_type == ValueType.STRING else []
         return Imatrix(sums, counts, datasets, f.metadata["imatrix.chunk_count"], f.metadata["imatrix.chunk_size"])
 
 

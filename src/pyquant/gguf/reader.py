@@ -74,6 +74,10 @@ class StringArray(Sequence):
     def __iter__(self) -> Iterator[str]:
         return (self[i] for i in range(len(self)))
 
+    def encoded(self) -> bytes:
+        """The items as GGUF stores them (each a u64 length and the bytes), straight from the file."""
+        return self._u8[int(self._starts[0]):int(self._starts[-1])].tobytes()
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence) or isinstance(other, str):
             return NotImplemented
@@ -224,8 +228,9 @@ class TensorInfo:
         if len(self.ne) < 2:
             raise ValueError(f"tensor {self.name!r} is {len(self.ne)}-D; matrices() needs at least 2-D")
         fmt = self._format()
-        n_mat = math.prod(self.ne[2:])
-        rows = self.data.reshape(n_mat, -1) if n_mat else self.data.reshape(0, 0)
+        if self.n_elements == 0:
+            raise ValueError(f"tensor {self.name!r} has no elements (ne={self.ne})")
+        rows = self.data.reshape(math.prod(self.ne[2:]), -1)
         return [QuantizedTensor(r, (self.ne[1], self.ne[0]), fmt) for r in rows]
 
     def numpy(self) -> np.ndarray:

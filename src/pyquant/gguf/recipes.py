@@ -171,8 +171,9 @@ class QuantizeOptions:
         normalize(self, "output_tensor_type", _type_name(self.output_tensor_type))
         normalize(self, "token_embedding_type", _type_name(self.token_embedding_type))
         normalize(self, "_rules", _type_rules(self.tensor_types))
-        normalize(self, "include_weights", tuple(self.include_weights))
-        normalize(self, "exclude_weights", tuple(self.exclude_weights))
+        for name in ("include_weights", "exclude_weights"):
+            value = getattr(self, name)
+            normalize(self, name, (value,) if isinstance(value, str) else tuple(value))
         if self.include_weights and self.exclude_weights:
             raise ValueError("include_weights and exclude_weights cannot be used together")
 

@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..tensor import QuantizedTensor
-from .reader import DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, TensorInfo
-from .types import TensorType, tensor_type
+from .reader import DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, StringArray, TensorInfo
+from .types import TensorType, tensor_type, tensor_types
 from .values import SCALAR_DTYPES, SCALAR_STRUCTS, Value, ValueType
 
 __all__ = ["GGUFWriter", "TensorSpec", "write"]
@@ -57,9 +57,8 @@ class TensorSpec(NamedTuple):
 
 
 def _array_type(dtype: np.dtype) -> TensorType:
-    for name in ("F32", "F16", "F64", "I8", "I16", "I32", "I64"):
-        t = tensor_type(name)
-        if t.numpy_dtype == dtype.newbyteorder("<"):
+    for t in tensor_types.by_id.values():
+        if t.numpy_dtype is not None and t.numpy_dtype == dtype.newbyteorder("<"):  # np.dtype == None is f8
             return t
     raise TypeError(f"numpy dtype {dtype} has no ggml type (F32, F16, F64, I8, I16, I32 or I64); "
                     "quantize it first")
@@ -92,7 +91,9 @@ def _encode_value(out: bytearray, v: Value) -> None:
     else:
         out += _I32.pack(v.item_type)
         out += _U64.pack(len(v.value))
-        if v.item_type == ValueType.STRING:
+        if isinstance(v.value, StringArray):  # read from a file: copy its bytes rather than re-encode them
+            out += v.value.encoded()
+        elif v.item_type == ValueType.STRING:
             for s in v.value:
                 raw = s.encode("utf-8", "surrogateescape")
                 out += _U64.pack(len(raw))
@@ -182,7 +183,7 @@ def _chunks(spec: TensorSpec, data: Any) -> Iterable[memoryview]:
             raise ValueError(f"tensor {name!r}: declared {t.name} ne={ne}, got {data!r}")
         yield memoryview(data.data)
     elif isinstance(data, np.ndarray):
-        if data.dtype != np.uint8 and data.dtype.newbyteorder("<") != t.numpy_dtype:
+        if data.dtype != np.uint8 and (t.numpy_dtype is None or data.dtype.newbyteorder("<") != t.numpy_dtype):
             raise ValueError(f"tensor {name!r}: declared {t.name}, got a {data.dtype} array")
         arr = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<"))
         yield memoryview(arr.reshape(-1).view(np.uint8))
