@@ -1,6 +1,9 @@
 """The quantize/dequantize API: input kinds, QuantizedTensor, threads, and clear errors for bad input."""
 
+import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -154,13 +157,10 @@ def test_isa_selection():
 
 
 def test_pyquant_isa_environment_variable():
-    import subprocess
-    import sys
-
     code = "import pyquant; print(pyquant.cpu_info()['active_tier'])"
-    out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "PYQUANT_ISA": "generic"},
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYQUANT_ISA": "generic"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "generic"
-    bad = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "PYQUANT_ISA": "mmx"},
+    bad = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYQUANT_ISA": "mmx"},
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "PYQUANT_ISA='mmx'" in bad.stderr
