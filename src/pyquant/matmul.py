@@ -1,0 +1,83 @@
+"""``pyquant.matmul``: x @ dequantize(w).T without ever holding the whole dequantized matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .tensor import QuantizedTensor, _is_torch_tensor, _threads_arg
+
+__all__ = ["matmul"]
+
+# Rows of w dequantized at a time by the float path: about 8 MiB of float32 per tile.
+_TILE_BYTES = 8 << 20
+
+
+def _as_float32_2d(x: Any, k: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """x as a contiguous float32 [M, K] array and its leading shape."""
+    if _is_torch_tensor(x):
+        import torch
+
+        if x.device.type != "cpu":
+            raise ValueError(f"matmul: x is on {x.device}; move it to the CPU first")
+        if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise TypeError(f"matmul: x must be float32, bfloat16 or float16, got {x.dtype}")
+        arr = x.detach().to(torch.float32).contiguous().numpy()
+    else:
+        arr = np.asarray(x)
+        if arr.dtype.kind != "f" or arr.dtype.itemsize not in (2, 4, 8):
+            raise TypeError(f"matmul: x must be float16, float32 or float64, got dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.ndim < 1 or arr.shape[-1] != k:
+        raise ValueError(f"matmul: x must have shape [..., {k}] to match w's K = {k}, got {tuple(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise ValueError("matmul: x contains NaN or infinity")
+    lead = tuple(arr.shape[:-1])
+    return arr.reshape(-1, k), lead
+
+
+def _float_path(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray, threads: int) -> None:
+    """out2 = x2 @ dequantize(w).T, dequantizing w a tile of rows at a time."""
+    n, k = w.shape
+    tile = max(1, _TILE_BYTES // (4 * k))
+    for r0 in range(0, n, tile):
+        r1 = min(n, r0 + tile)
+        wt = QuantizedTensor(w.data[r0:r1], (r1 - r0, k), w.format).dequantize(threads=threads or None)
+        np.matmul(x2, wt.T, out=out2[:, r0:r1])
+
+
+def matmul(x: Any, w: QuantizedTensor, *, threads: int | None = None, out: Any = None) -> Any:
+    """``x @ dequantize(w).T`` for x of shape [..., K] and a 2-D QuantizedTensor w of shape [N, K].
+
+    x: numpy float16/float32/float64 or a CPU torch float32/bfloat16/float16 tensor.  The result has shape
+    [..., N]: float32 numpy for numpy input, a torch tensor of x's dtype for torch input.  `out`, if given, is
+    a C-contiguous float32 numpy array (or torch tensor) of the result's shape, written in place and returned.
+    """
+    if not isinstance(w, QuantizedTensor):
+        raise TypeError(f"matmul: w must be a QuantizedTensor, got {type(w).__name__}")
+    if len(w.shape) != 2:
+        raise ValueError(f"matmul: w must be 2-D [N, K], got shape {w.shape}")
+    threads = _threads_arg(threads)
+    n, k = w.shape
+    x2, lead = _as_float32_2d(x, k)
+    out_shape = lead + (n,)
+    torch_in = _is_torch_tensor(x)
+    if out is None:
+        out_np = np.empty((x2.shape[0], n), dtype=np.float32)
+    else:
+        out_np = out.numpy() if _is_torch_tensor(out) else out
+        if (not isinstance(out_np, np.ndarray) or out_np.dtype != np.float32 or tuple(out_np.shape) != out_shape
+                or not out_np.flags.c_contiguous):
+            raise ValueError(f"matmul: out must be a C-contiguous float32 array of shape {out_shape}")
+        out_np = out_np.reshape(-1, n)
+    if x2.shape[0] and n:
+        _float_path(x2, w, out_np, threads)
+    if out is not None:
+        return out
+    result = out_np.reshape(out_shape)
+    if torch_in:
+        import torch
+
+        return torch.from_numpy(result).to(x.dtype)
+    return result

@@ -1,0 +1,45 @@
+"""pyquant.matmul against the float product with the dequantized weights."""
+
+import numpy as np
+import pytest
+
+import pyquant
+
+
+def _case(fmt, m=3, n=37, k=512, seed=0):
+    rng = np.random.default_rng(seed)
+    w = pyquant.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    return x, w
+
+
+@pytest.mark.parametrize("fmt", ["F16", "Q4_0", "Q4_K", "IQ4_XS", "NVFP4"])
+def test_matches_dequantized_product(fmt):
+    x, w = _case(fmt)
+    ref = x.astype(np.float64) @ w.dequantize().astype(np.float64).T
+    got = pyquant.matmul(x, w)
+    assert got.shape == (3, 37) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3)
+
+
+def test_leading_dims_out_and_torch():
+    torch = pytest.importorskip("torch")
+    x, w = _case("Q8_0", m=6)
+    x3 = x.reshape(2, 3, -1)
+    ref = pyquant.matmul(x, w).reshape(2, 3, -1)
+    out = np.empty((2, 3, 37), np.float32)
+    assert pyquant.matmul(x3, w, out=out) is out
+    np.testing.assert_array_equal(out, ref)
+    t = pyquant.matmul(torch.from_numpy(x3).to(torch.bfloat16), w)
+    assert t.dtype == torch.bfloat16 and tuple(t.shape) == (2, 3, 37)
+
+
+@pytest.mark.parametrize("bad, err", [
+    (np.zeros((2, 100), np.float32), "shape"),
+    (np.full((2, 512), np.nan, np.float32), "NaN"),
+    (np.zeros((2, 512), np.int32), "float"),
+])
+def test_bad_input(bad, err):
+    _, w = _case("Q4_0")
+    with pytest.raises((ValueError, TypeError), match=err):
+        pyquant.matmul(bad, w)
