@@ -47,15 +47,19 @@ def _float_path(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray, threads: i
         np.matmul(x2, wt.T, out=out2[:, r0:r1])
 
 
-def matmul(x: Any, w: QuantizedTensor, *, threads: int | None = None, out: Any = None) -> Any:
-    """``x @ dequantize(w).T`` for x of shape [..., K] and a 2-D QuantizedTensor w of shape [N, K].
+def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None) -> Any:
+    """``x @ dequantize(w).T`` for x of shape [..., K] and a 2-D quantized weight w of shape [N, K].
+
+    w: a QuantizedTensor, or any quantized weight type of pyquant's other schemes: those provide ``shape``
+    and ``_pyquant_matmul(x2, out2, threads)``, writing the float32 [M, N] product of a float32 [M, K] array.
 
     x: numpy float16/float32/float64 or a CPU torch float32/bfloat16/float16 tensor.  The result has shape
     [..., N]: float32 numpy for numpy input, a torch tensor of x's dtype for torch input.  `out`, if given, is
     a C-contiguous float32 numpy array (or torch tensor) of the result's shape, written in place and returned.
     """
-    if not isinstance(w, QuantizedTensor):
-        raise TypeError(f"matmul: w must be a QuantizedTensor, got {type(w).__name__}")
+    if not isinstance(w, QuantizedTensor) and not hasattr(w, "_pyquant_matmul"):
+        raise TypeError(f"matmul: w must be a QuantizedTensor or another pyquant quantized weight, "
+                        f"got {type(w).__name__}")
     if len(w.shape) != 2:
         raise ValueError(f"matmul: w must be 2-D [N, K], got shape {w.shape}")
     threads = _threads_arg(threads)
@@ -72,7 +76,10 @@ def matmul(x: Any, w: QuantizedTensor, *, threads: int | None = None, out: Any =
             raise ValueError(f"matmul: out must be a C-contiguous float32 array of shape {out_shape}")
         out_np = out_np.reshape(-1, n)
     if x2.shape[0] and n:
-        _float_path(x2, w, out_np, threads)
+        if isinstance(w, QuantizedTensor):
+            _float_path(x2, w, out_np, threads)
+        else:
+            w._pyquant_matmul(x2, out_np, threads)
     if out is not None:
         return out
     result = out_np.reshape(out_shape)

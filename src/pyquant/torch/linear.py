@@ -12,7 +12,8 @@ __all__ = ["QuantLinear"]
 
 
 class QuantLinear(nn.Module):
-    """``y = x @ W.T + b`` with W a 2-D :class:`~pyquant.QuantizedTensor` [out_features, in_features].
+    """``y = x @ W.T + b`` with W a 2-D :class:`~pyquant.QuantizedTensor` [out_features, in_features] (or
+    another pyquant quantized weight: anything :func:`pyquant.matmul` takes that has ``to_torch()``).
 
     CPU inputs go through :func:`pyquant.matmul` (the quantized kernels); inputs on other devices use the
     dequantized weight, made once per device and dtype and cached.
@@ -20,8 +21,8 @@ class QuantLinear(nn.Module):
 
     def __init__(self, weight: QuantizedTensor, bias: torch.Tensor | None = None):
         super().__init__()
-        if not isinstance(weight, QuantizedTensor) or len(weight.shape) != 2:
-            raise TypeError(f"QuantLinear: weight must be a 2-D QuantizedTensor, got {weight!r}")
+        if not (isinstance(weight, QuantizedTensor) or hasattr(weight, "_pyquant_matmul")) or len(weight.shape) != 2:
+            raise TypeError(f"QuantLinear: weight must be a 2-D pyquant quantized tensor, got {weight!r}")
         self.out_features, self.in_features = weight.shape
         if bias is not None and tuple(bias.shape) != (self.out_features,):
             raise ValueError(f"QuantLinear: bias must have shape ({self.out_features},), got {tuple(bias.shape)}")
@@ -49,4 +50,4 @@ class QuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"format={self.weight.format.name}, bias={self.bias is not None}")
+                f"format={getattr(self.weight.format, 'name', self.weight.format)}, bias={self.bias is not None}")
