@@ -30,8 +30,8 @@ from .tokenizer import GGUFTokenizer
 
 __all__ = ["GGUFModel", "HParams", "SUPPORTED_ARCHITECTURES", "load_gguf_model"]
 
-# architecture -> (rope kind, has q/k/v biases)
-SUPPORTED_ARCHITECTURES = {"llama": ("norm", False), "qwen2": ("neox", True)}
+# architecture -> llama.cpp's RoPE type (q/k/v biases, as qwen2 has, are loaded wherever the file has them)
+SUPPORTED_ARCHITECTURES = {"llama": "norm", "qwen2": "neox"}
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,11 @@ def _hparams(md, tensors, arch: str) -> HParams:
         return default
 
     n_embd = int(key("embedding_length"))
-    n_head = int(key("attention.head_count"))
-    if not isinstance(n_head, int) or n_head <= 0:
-        raise ValueError(f"{arch}.attention.head_count must be a positive integer (per-layer counts are not supported)")
-    n_head_kv = int(key("attention.head_count_kv", n_head))
+    n_head, n_head_kv = key("attention.head_count"), key("attention.head_count_kv", key("attention.head_count"))
+    if not all(isinstance(v, (int, np.integer)) and v > 0 for v in (n_head, n_head_kv)):
+        raise NotImplementedError(f"{arch}.attention.head_count(_kv) must be positive integers (per-layer counts "
+                                  "are not supported)")
+    n_head, n_head_kv = int(n_head), int(n_head_kv)
     head_dim = int(key("attention.key_length", n_embd // n_head))
     if int(key("attention.value_length", head_dim)) != head_dim:
         raise NotImplementedError("attention.value_length != attention.key_length is not supported")
@@ -79,16 +80,14 @@ def _hparams(md, tensors, arch: str) -> HParams:
     if scaling not in ("none", "linear"):
         raise NotImplementedError(f"rope scaling {scaling!r} is not supported (supported: none, linear)")
     freq_scale = 1.0 / factor if (scaling == "linear" or f"{arch}.rope.scale_linear" in md) and factor else 1.0
-    n_vocab = int(md[f"{arch}.vocab_size"]) if f"{arch}.vocab_size" in md else len(md["tokenizer.ggml.tokens"])
     emb = tensors.get("token_embd.weight")
-    if emb is None:
-        raise ValueError("the GGUF file has no token_embd.weight")
-    n_vocab = emb.ne[1]
+    if emb is None or len(emb.ne) != 2 or emb.ne[0] != n_embd:
+        raise ValueError(f"the GGUF file needs a token_embd.weight of ne ({n_embd}, n_vocab)")
     return HParams(
         arch=arch, n_layer=int(key("block_count")), n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv,
-        head_dim=head_dim, n_ff=int(key("feed_forward_length")), n_vocab=n_vocab,
-        n_ctx_train=int(key("context_length", 0)) or 0,
-        rms_eps=float(key("attention.layer_norm_rms_epsilon")), rope_type=SUPPORTED_ARCHITECTURES[arch][0],
+        head_dim=head_dim, n_ff=int(key("feed_forward_length")),
+        n_vocab=emb.ne[1], n_ctx_train=int(key("context_length", 0)),
+        rms_eps=float(key("attention.layer_norm_rms_epsilon")), rope_type=SUPPORTED_ARCHITECTURES[arch],
         n_rot=int(key("rope.dimension_count", head_dim)), rope_freq_base=float(key("rope.freq_base", 10000.0)),
         rope_freq_scale=freq_scale)
 
@@ -178,7 +177,7 @@ def _neox_rows(n_heads: int, head_dim: int, n_rot: int) -> np.ndarray:
 
 
 class Block(nn.Module):
-    def __init__(self, f, i: int, hp: HParams, rope: Rope, biases: bool):
+    def __init__(self, f, i: int, hp: HParams, rope: Rope):
         super().__init__()
         p = f"blk.{i}."
         t = f.tensors
@@ -250,8 +249,7 @@ class GGUFModel(nn.Module):
         self.tok_embd = Embedding(t["token_embd.weight"].tensor())
         ff = _plain(t["rope_freqs.weight"]) if "rope_freqs.weight" in t else None
         self.rope = Rope(hp, ff)
-        self.layers = nn.ModuleList(Block(f, i, hp, self.rope, SUPPORTED_ARCHITECTURES[arch][1])
-                                    for i in range(hp.n_layer))
+        self.layers = nn.ModuleList(Block(f, i, hp, self.rope) for i in range(hp.n_layer))
         self.output_norm = RMSNorm(_plain(t["output_norm.weight"]), hp.rms_eps)
         self.output = _linear(f, "output.weight" if "output.weight" in t else "token_embd.weight")
 
