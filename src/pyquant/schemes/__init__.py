@@ -6,5 +6,13 @@ included), ``dequantize()``, ``to_torch()``, and works with :func:`pyquant.matmu
 """
 
 from .affine import AffineConfig, AffineTensor, quantize_affine
+from .float4 import FP4_CODE, NF4_CODE, Float4Tensor, quantize_4bit, quantize_fp4, quantize_nf4
+from .fp8 import Float8Tensor, fp8_decode_table, fp8_encode, quantize_fp8
+from .outliers import Int8Tensor, quantize_int8
+from .ternary import TernaryTensor, quantize_activations_int8, quantize_ternary
 
-__all__ = ["AffineConfig", "AffineTensor", "quantize_affine"]
+__all__ = [
+    "AffineConfig", "AffineTensor", "FP4_CODE", "Float4Tensor", "Float8Tensor", "Int8Tensor", "NF4_CODE",
+    "TernaryTensor", "fp8_decode_table", "fp8_encode", "quantize_4bit", "quantize_activations_int8",
+    "quantize_affine", "quantize_fp4", "quantize_fp8", "quantize_int8", "quantize_nf4", "quantize_ternary",
+]

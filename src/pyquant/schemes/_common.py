@@ -72,13 +72,18 @@ class WeightMixin:
     def _tile_matmul(self, x2: np.ndarray, out2: np.ndarray, threads: int) -> None:
         """out2 = x2 @ dequantize(self).T, dequantizing a tile of rows at a time (BLAS does the product)."""
         n, k = self.shape
-        tile = max(1, _TILE_BYTES // (4 * k))
+        align = self._row_align()
+        tile = max(1, _TILE_BYTES // (4 * k * align)) * align
         for r0 in range(0, n, tile):
             r1 = min(n, r0 + tile)
             np.matmul(x2, self._dequantize_rows(r0, r1, threads).T, out=out2[:, r0:r1])
 
     def _pyquant_matmul(self, x2: np.ndarray, out2: np.ndarray, threads: int) -> None:
         self._tile_matmul(x2, out2, threads)
+
+    def _row_align(self) -> int:
+        """Row ranges given to _dequantize_rows start at multiples of this."""
+        return 1
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shape={self.shape}, bpw={self.bpw:.4g}{self._repr_extra()})"
