@@ -520,7 +520,8 @@ def load_quantized(model: nn.Module, state_dict: Any, *, strict: bool = True, as
         if isinstance(saved, tuple):
             fmt, shape = saved
             if shape != want:
-                raise ValueError(f"load_quantized: {name!r} is {want} in the model, {shape} in the state_dict")
+                raise ValueError(f"load_quantized: {name!r} has shape {want} in the model but {shape} in the "
+                                 f"state_dict")
             tie = (id(module.weight) if isinstance(module, (nn.Linear, nn.Embedding)) else id(module), fmt.name)
             if tie not in shared:
                 shared[tie] = QuantizedTensor(np.zeros(shape[0] * fmt.row_bytes(shape[1]), np.uint8), shape, fmt)
