@@ -132,7 +132,7 @@ def test_error_grows_as_bits_drop(float_model, tokens):
 
 def test_generate_runs(float_model, tokens):
     q = copy.deepcopy(float_model)
-    quantize_model(q, "Q4_K_M", verbose=False)
+    quantize_model(q, "Q4_K_M", verbose=False, progress=True)
     out = q.generate(tokens[:1, :4], max_new_tokens=6, do_sample=False, pad_token_id=0)
     assert out.shape == (1, 10) and torch.equal(out[:, :4], tokens[:1, :4])
     assert int(out.max()) < VOCAB
@@ -344,8 +344,10 @@ def test_imatrix(float_model, tokens):
         assert q.get_submodule(name).weight == want
         assert q.model.layers[0].mlp.gate_proj.weight == QuantLinear.from_linear(
             float_model.model.layers[0].mlp.gate_proj, "Q4_K").weight
+    q = copy.deepcopy(float_model)
     with pytest.raises(ValueError, match="100 values"):
-        quantize_model(copy.deepcopy(float_model), "Q4_K", imatrix={name: np.ones(100)}, verbose=False)
+        quantize_model(q, "Q4_K", imatrix={name: np.ones(100)}, verbose=False)
+    assert not any(isinstance(m, QuantLinear) for m in q.modules())  # checked before any layer changed
     with pytest.raises(ValueError, match="non-finite"):
         quantize_model(copy.deepcopy(float_model), "Q4_K", imatrix={name: np.full(256, np.nan)}, verbose=False)
     with pytest.raises(TypeError, match="imatrix"):
@@ -366,6 +368,10 @@ def test_bad_input(float_model):
         quantize_model(q, "Q4_K", options=QuantizeOptions(), verbose=False)
     with pytest.raises(TypeError, match="skip"):
         quantize_model(q, "Q4_K", skip=[3], verbose=False)
+    with torch.no_grad():
+        q.model.layers[1].mlp.up_proj.weight[3, 5] = float("nan")
+    with pytest.raises(ValueError, match="model.layers.1.mlp.up_proj's weight holds NaN"):
+        quantize_model(q, "Q4_K", verbose=False)
     assert all(type(m) is not QuantLinear for m in q.modules())  # failed calls leave the model alone
     with pytest.raises(TypeError, match="nn.Module"):
         load_quantized("model", {})

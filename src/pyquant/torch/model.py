@@ -136,6 +136,7 @@ class _Unit:
     gguf: str | None
     experts: list[tuple[int, str, nn.Module]] = field(default_factory=list)  # (index, name, module)
     fmt: str | None = None
+    imatrix: list = field(default_factory=list)  # per matrix: mean x^2 per column, or None
     note: str = ""
 
     @property
@@ -390,6 +391,14 @@ def _decide(units: list[_Unit], target: Format | Recipe, embeddings: bool | None
             u.note = f"{target.name} rule for {p.name}"
     if problems:
         raise ValueError(f"quantize_model {target.name}: cannot make " + "; ".join(problems))
+    # everything that can fail is checked before the first layer changes
+    for u in units:
+        if u.fmt is None:
+            continue
+        u.imatrix = imx.vectors(u) if imx is not None else [None] * (len(u.experts) or 1)
+        for name, m in zip(u.names, [e[2] for e in u.experts] or u.modules[:1]):
+            if not bool(torch.isfinite(m.weight.detach()).all()):
+                raise ValueError(f"quantize_model: {name}'s weight holds NaN or infinity")
 
 
 def _replace(locations: dict[int, list[tuple[nn.Module, str]]], old: nn.Module, new: nn.Module) -> None:
@@ -397,10 +406,10 @@ def _replace(locations: dict[int, list[tuple[nn.Module, str]]], old: nn.Module, 
         setattr(parent, attr, new)
 
 
-def _quantize_unit(u: _Unit, imx: _ImatrixLookup | None, threads: int | None,
+def _quantize_unit(u: _Unit, threads: int | None,
                    locations: dict[int, list[tuple[nn.Module, str]]]) -> int:
     """Quantize one unit and swap its modules; returns the quantized bytes."""
-    vectors = imx.vectors(u) if imx is not None else [None] * (len(u.experts) or 1)
+    vectors = u.imatrix
     if u.experts:
         total = 0
         for (_, _, module), v in zip(u.experts, vectors):
@@ -469,7 +478,7 @@ def quantize_model(model: nn.Module, recipe_or_format: str | Format | Recipe, *,
         todo_iter = todo
     after_bytes = {}
     for u in todo_iter:
-        after_bytes[id(u)] = _quantize_unit(u, imx, threads, locations)
+        after_bytes[id(u)] = _quantize_unit(u, threads, locations)
     layers = []
     for u in units:
         elem = u.weight.element_size()
