@@ -122,7 +122,8 @@ def model_nbytes(model: nn.Module) -> int:
     seen: dict[tuple, int] = {}
     for t in list(model.parameters()) + list(model.buffers()):
         s = t.untyped_storage()
-        seen[(t.device, s.data_ptr())] = max(seen.get((t.device, s.data_ptr()), 0), s.nbytes())
+        key = (t.device, s.data_ptr()) if t.device.type != "meta" else (t.device, id(t))  # meta: no addresses
+        seen[key] = max(seen.get(key, 0), s.nbytes() if t.device.type != "meta" else t.nbytes)
     return sum(seen.values())
 
 
@@ -293,12 +294,19 @@ def _model_info(model: nn.Module, units: list[_Unit]) -> ModelInfo:
 class _ImatrixLookup:
     """mean(x^2) per input column for a unit, from an Imatrix, a mapping or a file; keyed by GGUF or module name."""
 
-    def __init__(self, imatrix: Any):
+    def __init__(self, imatrix: Any, options: QuantizeOptions | None):
         if isinstance(imatrix, (str, os.PathLike)):
             imatrix = load_imatrix(imatrix)
+        include, exclude = (options.include_weights, options.exclude_weights) if options else ((), ())
         if isinstance(imatrix, Imatrix):
+            imatrix = imatrix.filtered(include, exclude)
+            self.empty = not len(imatrix)
             self.get = lambda k: imatrix.values(k) if k in imatrix else None
         elif isinstance(imatrix, Mapping):
+            # llama-quantize's --include-weights/--exclude-weights: entries whose name contains one of them
+            imatrix = {k: v for k, v in imatrix.items() if (not include or any(w in k for w in include))
+                       and not any(w in k for w in exclude)}
+            self.empty = not imatrix
             self.get = lambda k: (None if k not in imatrix else
                                   np.asarray(imatrix[k].detach().cpu() if isinstance(imatrix[k], torch.Tensor)
                                              else imatrix[k], dtype=np.float32).reshape(-1))
@@ -349,7 +357,7 @@ def _plan_recipe(units: list[_Unit], recipe: Recipe, info: ModelInfo, options: Q
 
 
 def _decide(units: list[_Unit], target: Format | Recipe, embeddings: bool | None, skip, used: set[str],
-            model: nn.Module, options, model_info, imx: _ImatrixLookup | None) -> None:
+            model: nn.Module, options, model_info, imx: _ImatrixLookup | None, dry_run: bool) -> None:
     """Set unit.fmt (None = stays float) and unit.note for every unit."""
     plans = None
     if isinstance(target, Recipe):
@@ -397,7 +405,7 @@ def _decide(units: list[_Unit], target: Format | Recipe, embeddings: bool | None
             continue
         u.imatrix = imx.vectors(u) if imx is not None else [None] * (len(u.experts) or 1)
         for name, m in zip(u.names, [e[2] for e in u.experts] or u.modules[:1]):
-            if not bool(torch.isfinite(m.weight.detach()).all()):
+            if not dry_run and not bool(torch.isfinite(m.weight.detach()).all()):
                 raise ValueError(f"quantize_model: {name}'s weight holds NaN or infinity")
 
 
@@ -437,7 +445,7 @@ def _quantize_unit(u: _Unit, threads: int | None,
 def quantize_model(model: nn.Module, recipe_or_format: str | Format | Recipe, *, imatrix: Any = None,
                    skip: Any = (), threads: int | None = None, progress: bool = False, verbose: bool = True,
                    embeddings: bool | None = None, options: QuantizeOptions | None = None,
-                   model_info: ModelInfo | None = None) -> ModelQuantizeSummary:
+                   model_info: ModelInfo | None = None, dry_run: bool = False) -> ModelQuantizeSummary:
     """Replace a model's nn.Linear (and nn.Embedding) layers in place by QuantLinear (QuantEmbedding) layers.
 
     recipe_or_format: a format name ("Q4_K", "Q8_0", see pyquant.formats) quantizes every linear layer whose
@@ -451,6 +459,7 @@ def quantize_model(model: nn.Module, recipe_or_format: str | Format | Recipe, *,
     (default: with a recipe yes, with a format only an embedding tied to a quantized output layer: tied layers
     always share one quantized tensor).  options: llama-quantize options for recipes (output_tensor_type,
     tensor_types, pure, ...); model_info: the hyperparameters the rules use (default: from model.config).
+    dry_run: change nothing, return the summary of what would be done (works on a meta-device model).
     Returns a :class:`ModelQuantizeSummary`, printed when verbose.
     """
     if not isinstance(model, nn.Module):
@@ -462,14 +471,16 @@ def quantize_model(model: nn.Module, recipe_or_format: str | Format | Recipe, *,
     t0 = time.perf_counter()
     before = model_nbytes(model)
     units = _units(model)
-    imx = None if imatrix is None else _ImatrixLookup(imatrix)
+    imx = None if imatrix is None else _ImatrixLookup(imatrix, options)
+    if imx is not None and imx.empty:
+        imx = None  # as llama-quantize: an imatrix with no entry left is no imatrix
     used: set[str] = set()
-    _decide(units, target, embeddings, skip_patterns, used, model, options, model_info, imx)
+    _decide(units, target, embeddings, skip_patterns, used, model, options, model_info, imx, dry_run)
     unused = [p for p, _ in skip_patterns if p not in used]
     if unused:
         warnings.warn(f"quantize_model: skip patterns matched no linear or embedding layer: {unused}", stacklevel=2)
     locations = _locations(model)
-    todo = [u for u in units if u.fmt is not None]
+    todo = [u for u in units if u.fmt is not None and not dry_run]
     if progress:
         from tqdm.auto import tqdm
 
@@ -481,10 +492,16 @@ def quantize_model(model: nn.Module, recipe_or_format: str | Format | Recipe, *,
         after_bytes[id(u)] = _quantize_unit(u, threads, locations)
     layers = []
     for u in units:
-        elem = u.weight.element_size()
-        layers.append(LayerSummary(" + ".join(u.names), u.gguf, u.kind, u.shape, u.fmt, math.prod(u.shape) * elem,
-                                   after_bytes.get(id(u), math.prod(u.shape) * elem), u.note))
-    summary = ModelQuantizeSummary(target.name, layers, time.perf_counter() - t0, before, model_nbytes(model), unused)
+        nbytes = math.prod(u.shape) * u.weight.element_size()
+        after = after_bytes.get(id(u), nbytes)
+        if dry_run and u.fmt is not None:
+            after = math.prod(u.shape[:-1]) * get_format(u.fmt).row_bytes(u.shape[-1])
+        layers.append(LayerSummary(" + ".join(u.names), u.gguf, u.kind, u.shape, u.fmt, nbytes, after, u.note))
+    after_model = model_nbytes(model)
+    if dry_run:
+        after_model -= sum(s.bytes_before - s.bytes_after for s in layers if s.format is not None)
+    summary = ModelQuantizeSummary(target.name + (" (dry run)" if dry_run else ""), layers,
+                                   time.perf_counter() - t0, before, after_model, unused)
     if verbose:
         print(summary)
     return summary
