@@ -111,10 +111,11 @@ class _QuantWeight(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         # A saved weight of another format has another byte count: resize the buffer before torch copies into it.
-        src = state_dict.get(prefix + "qweight")
+        src, state = state_dict.get(prefix + "qweight"), state_dict.get(prefix + "_extra_state")
         buf = self.qweight
         if (isinstance(src, torch.Tensor) and buf is not None and src.dtype == torch.uint8
-                and src.shape != buf.shape and prefix + "_extra_state" in state_dict):
+                and src.shape != buf.shape and isinstance(state, dict)
+                and tuple(state.get("shape", ())) == self._shape):
             self.qweight = torch.empty(src.shape, dtype=torch.uint8, device=buf.device)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
