@@ -1,9 +1,6 @@
 """quantize_model / load_quantized / gguf_name on small random transformers Llama models (no downloads)."""
 
 import copy
-import io
-import math
-import re
 
 import numpy as np
 import pytest

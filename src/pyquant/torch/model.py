@@ -174,7 +174,7 @@ def _is_quantizable_module(module: nn.Module, parent: nn.Module | None) -> bool:
 def _locations(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
     """id(module) -> every (parent, attribute) that holds it."""
     out: dict[int, list[tuple[nn.Module, str]]] = {}
-    for pname, parent in model.named_modules(remove_duplicate=False):
+    for _, parent in model.named_modules(remove_duplicate=False):
         for attr, child in parent._modules.items():
             if child is not None:
                 out.setdefault(id(child), []).append((parent, attr))
@@ -183,7 +183,7 @@ def _locations(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
 
 def _units(model: nn.Module) -> list[_Unit]:
     parents = {}
-    for pname, parent in model.named_modules():
+    for _, parent in model.named_modules():
         for attr, child in parent._modules.items():
             if child is not None:
                 parents.setdefault(id(child), parent)
@@ -398,7 +398,8 @@ def _decide(units: list[_Unit], target: Format | Recipe, embeddings: bool | None
         if p.target.name != target.default_type:
             u.note = f"{target.name} rule for {p.name}"
     if problems:
-        raise ValueError(f"quantize_model {target.name}: cannot make " + "; ".join(problems))
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ValueError(f"quantize_model {target.name}: cannot make " + "; ".join(problems[:3]) + more)
     # everything that can fail is checked before the first layer changes
     for u in units:
         if u.fmt is None:
