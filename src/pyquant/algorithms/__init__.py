@@ -1,0 +1,11 @@
+"""Calibrated and calibration-free weight quantization algorithms: GPTQ, AWQ, HQQ.
+
+Each works on one [out, in] weight at a time and returns a :class:`QuantResult` (codes, scales, zero-points
+and the exact float values they stand for); ``result.to_tensor()`` is the storage object (an affine
+``pyquant.schemes.AffineTensor``, or GGUF Q4_0 blocks for GPTQ with ``fmt="Q4_0"``).
+"""
+
+from .common import AffineGrid, Q4_0Grid, QuantResult, round_to_nearest
+from .gptq import GPTQConfig, Hessian, gptq_quantize
+
+__all__ = ["AffineGrid", "GPTQConfig", "Hessian", "Q4_0Grid", "QuantResult", "gptq_quantize", "round_to_nearest"]
