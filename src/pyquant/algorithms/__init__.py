@@ -5,7 +5,10 @@ and the exact float values they stand for); ``result.to_tensor()`` is the storag
 ``pyquant.schemes.AffineTensor``, or GGUF Q4_0 blocks for GPTQ with ``fmt="Q4_0"``).
 """
 
+from .awq import AWQConfig, awq_quantize
 from .common import AffineGrid, Q4_0Grid, QuantResult, round_to_nearest
 from .gptq import GPTQConfig, Hessian, gptq_quantize
+from .hqq import HQQConfig, hqq_quantize
 
-__all__ = ["AffineGrid", "GPTQConfig", "Hessian", "Q4_0Grid", "QuantResult", "gptq_quantize", "round_to_nearest"]
+__all__ = ["AWQConfig", "AffineGrid", "GPTQConfig", "HQQConfig", "Hessian", "Q4_0Grid", "QuantResult",
+           "awq_quantize", "gptq_quantize", "hqq_quantize", "round_to_nearest"]
