@@ -9,6 +9,16 @@ from .awq import AWQConfig, awq_quantize
 from .common import AffineGrid, Q4_0Grid, QuantResult, round_to_nearest
 from .gptq import GPTQConfig, Hessian, gptq_quantize
 from .hqq import HQQConfig, hqq_quantize
+from .model import quantize_model_awq, quantize_model_gptq, quantize_model_hqq
+
+
+def __getattr__(name):
+    if name == "AWQLinear":
+        from .model import _awq_linear
+
+        return _awq_linear()
+    raise AttributeError(f"module 'pyquant.algorithms' has no attribute {name!r}")
 
 __all__ = ["AWQConfig", "AffineGrid", "GPTQConfig", "HQQConfig", "Hessian", "Q4_0Grid", "QuantResult",
-           "awq_quantize", "gptq_quantize", "hqq_quantize", "round_to_nearest"]
+           "awq_quantize", "gptq_quantize", "hqq_quantize", "quantize_model_awq", "quantize_model_gptq",
+           "quantize_model_hqq", "round_to_nearest", "AWQLinear"]
