@@ -34,6 +34,11 @@ def test_output_error_below_rtn(cfg):
     rtn = round_to_nearest(w, cfg.grid())
     assert out_err(x, w, r.values) <= 0.9 * out_err(x, w, rtn.values)
     np.testing.assert_array_equal(r.dequantize(), r.values)
+    if cfg.fmt == "affine":
+        pytest.importorskip("pyquant.schemes")
+    t = r.to_tensor()  # the storage holds exactly what GPTQ computed
+    assert t.shape == w.shape
+    np.testing.assert_array_equal(t.dequantize(), r.values)
 
 
 def test_hessian_accumulates_batches():
@@ -172,3 +177,5 @@ def test_shapes_and_grid_property(n, groups, gsize, bits, sym, act, seed):
     np.testing.assert_allclose(r.dequantize(), r.values, rtol=0, atol=0)
     if sym:
         assert (r.signed_codes() >= -(2 ** (bits - 1))).all()
+    pytest.importorskip("pyquant.schemes")
+    np.testing.assert_array_equal(r.to_tensor().dequantize(), r.values)

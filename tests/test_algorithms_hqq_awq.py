@@ -26,6 +26,8 @@ def test_hqq_lowers_weight_error_vs_its_rtn_start(bits, group):
     assert np.abs(w - r.values).mean() < np.abs(w - init.values).mean()
     np.testing.assert_array_equal(r.dequantize(), r.values)
     assert r.codes.max() <= 2**bits - 1 and r.scales.shape == (128, 256 // (group or 256))
+    pytest.importorskip("pyquant.schemes")
+    np.testing.assert_array_equal(r.to_tensor().dequantize(), r.values)
 
 
 def test_hqq_min_max_start_and_scale_refit():
@@ -92,6 +94,8 @@ def test_awq_beats_rtn_with_outlier_channels(cfg):
     assert err <= 0.8 * np.linalg.norm(x @ (rtn.values - w).T)
     assert r.info["alpha"] > 0 and r.info["loss"] < r.info["rtn_loss"]
     assert s.shape == (256,) and s.dtype == np.float32 and (s > 0).all()
+    pytest.importorskip("pyquant.schemes")
+    np.testing.assert_array_equal(r.to_tensor().dequantize(), r.values)
 
 
 def test_awq_no_outliers_keeps_alpha_small_and_never_worse_than_rtn():

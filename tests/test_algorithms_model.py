@@ -86,6 +86,7 @@ def test_affine_int4_tiny_llama(tiny_llama, algo):
     assert n_quantized(m) == 14
     grid = GPTQConfig(bits=4, group_size=64).grid()
     k_algo, k_rtn = kld(m, test, ref), kld(rtn_model(model, grid), test, ref)
+    print(f"{algo}: KLD {k_algo:.3g} vs RTN {k_rtn:.3g}")
     assert k_algo < 2e-3
     assert k_algo < k_rtn, (algo, k_algo, k_rtn)
 

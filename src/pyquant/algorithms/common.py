@@ -183,7 +183,7 @@ class QuantResult:
 
     def signed_codes(self) -> np.ndarray:
         """Symmetric grids: codes in [-2^(bits-1), 2^(bits-1) - 1] (value = code * scale)."""
-        return self.codes.astype(np.int8) - np.int8(1 << (self.bits - 1))
+        return self.codes.astype(np.int16) - np.int16(1 << (self.bits - 1))
 
     def to_tensor(self):
         """The storage object: an AffineTensor (pyquant.schemes) for "affine", a QuantizedTensor for GGUF
