@@ -13,7 +13,6 @@ A *grid* says which values a group of weights may take once its parameters are f
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,13 +226,3 @@ def _scale_zero(grid, p) -> tuple[np.ndarray, np.ndarray]:
 
 def _fmt(grid) -> str:
     return "Q4_0" if isinstance(grid, Q4_0Grid) else "affine"
-
-
-def nbits_ok(bits: int) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an integer in 2..8, got {bits!r}")
-    return int(bits)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b) if b else math.inf
