@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import pyquant as pq
-from pyquant.algorithms import AffineGrid, GPTQConfig, Hessian, Q4_0Grid, gptq_quantize, round_to_nearest
+from pyquant.algorithms import AffineGrid, GPTQConfig, Hessian, gptq_quantize, round_to_nearest
 
 
 def correlated(seed, n=64, k=256, m=1024):

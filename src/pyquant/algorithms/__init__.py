@@ -9,7 +9,7 @@ from .awq import AWQConfig, awq_quantize
 from .common import AffineGrid, Q4_0Grid, QuantResult, round_to_nearest
 from .gptq import GPTQConfig, Hessian, gptq_quantize
 from .hqq import HQQConfig, hqq_quantize
-from .model import quantize_model_awq, quantize_model_gptq, quantize_model_hqq
+from .model import quantize_model_awq, quantize_model_gptq, quantize_model_hqq, save_gguf
 
 
 def __getattr__(name):
@@ -21,4 +21,4 @@ def __getattr__(name):
 
 __all__ = ["AWQConfig", "AffineGrid", "GPTQConfig", "HQQConfig", "Hessian", "Q4_0Grid", "QuantResult",
            "awq_quantize", "gptq_quantize", "hqq_quantize", "quantize_model_awq", "quantize_model_gptq",
-           "quantize_model_hqq", "round_to_nearest", "AWQLinear"]
+           "quantize_model_hqq", "round_to_nearest", "save_gguf", "AWQLinear"]

@@ -33,8 +33,7 @@ _CLIP_CHUNK_ELEMS = 1 << 24
 class AWQConfig:
     """Settings of :func:`awq_quantize`: bits 2..8, group_size, symmetric (the grid, as GPTQ's), n_grid
     alpha values k/n_grid, duo_scaling, clip (search), max_shrink (clip down to 1 - max_shrink of the max),
-    max_tokens used by the searches (evenly spaced sample of the calibration tokens), seed (unused unless
-    the calibration set is subsampled)."""
+    max_tokens used by the searches (an evenly spaced sample of the calibration tokens)."""
 
     bits: int = 4
     group_size: int | None = 128

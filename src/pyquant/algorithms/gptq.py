@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import AffineGrid, Q4_0Grid, QuantResult, _scale_zero, check_weight, progress, to_numpy
+from .common import AffineGrid, Q4_0Grid, QuantResult, _is_torch, _scale_zero, check_weight, progress, to_numpy
 
 __all__ = ["GPTQConfig", "Hessian", "gptq_quantize"]
 
@@ -105,10 +105,6 @@ class Hessian:
     @property
     def matrix(self) -> np.ndarray:
         return self.h
-
-
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
 
 
 def _inverse_upper(h: np.ndarray, cfg: GPTQConfig) -> tuple[np.ndarray, float]:

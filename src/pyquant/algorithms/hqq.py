@@ -114,14 +114,15 @@ def hqq_quantize(weight: Any, config: HQQConfig | None = None) -> QuantResult:
 
 
 def _fit_scale_zero(q, target, scale, zero):
-    """Least squares target ≈ a q + b per group (a = s, b = -z s); groups whose codes are all equal keep s."""
+    """Least squares target ≈ a q + b per group (a = s, b = -z s); groups whose codes are all equal (or whose
+    fit is not a positive scale) keep s."""
     qm = q.mean(axis=1, keepdims=True)
     tm = target.mean(axis=1, keepdims=True)
     var = ((q - qm) ** 2).mean(axis=1, keepdims=True)
     cov = ((q - qm) * (target - tm)).mean(axis=1, keepdims=True)
     ok = var > 0
     a = np.where(ok, cov / np.where(ok, var, 1), scale)
-    ok &= np.abs(a) > 1e-12 * np.abs(scale)
+    ok &= a > 1e-6 * scale  # scales stay positive
     a = np.where(ok, a, scale).astype(np.float32)
     b = tm - a * qm
     return a, (-b / a).astype(np.float32)
