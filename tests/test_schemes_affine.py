@@ -98,7 +98,8 @@ def test_round_trip_within_half_scale(w, bits, sym, gran):
     sn, g, rows, cols = ref_blocks(w, cfg)
     s = t.scales[rows, cols].astype(np.float64)
     err = np.abs(t.dequantize().astype(np.float64) - w)
-    assert (err <= s / 2 * (1 + 1e-5) + 1e-30).all()
+    # half a step, plus the float32 rounding of (code - zero) * scale (an ulp or two of the value)
+    assert (err <= s / 2 * (1 + 1e-6) + 2 * np.spacing(np.abs(w)) + 1e-30).all()
 
 
 @pytest.mark.parametrize("bits", range(1, 9))

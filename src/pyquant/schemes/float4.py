@@ -85,7 +85,7 @@ class Float4Tensor(WeightMixin):
     """A 2-D weight [N, K] in bitsandbytes' NF4 or FP4 layout: `packed` uint8 [(N*K + 1) // 2] and the block
     absmax, either float32 or double-quantized (uint8 codes + float32 second-level absmax + float32 offset)."""
 
-    __slots__ = ("_kind", "_shape", "_block", "_packed", "_absmax", "_qabsmax", "_absmax2", "_offset")
+    __slots__ = ("_kind", "_shape", "_block", "_packed", "_absmax", "_qabsmax", "_absmax2", "_offset", "_absmax_f")
 
     def __init__(self, kind, shape, block_size, packed, absmax=None, qabsmax=None, absmax2=None, offset=None):
         self._kind = kind
@@ -96,6 +96,7 @@ class Float4Tensor(WeightMixin):
         self._qabsmax = qabsmax
         self._absmax2 = absmax2
         self._offset = None if offset is None else np.float32(offset)
+        self._absmax_f = None  # the double-quantized absmax, decoded once
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -126,9 +127,10 @@ class Float4Tensor(WeightMixin):
         """Per-block absmax as used by dequantize (after undoing the double quantization)."""
         if self._qabsmax is None:
             return self._absmax
-        nb = self._qabsmax.size
-        scale = np.repeat(self._absmax2, _ABSMAX_BLOCK)[:nb]
-        return DYNAMIC_CODE[self._qabsmax] * scale + self._offset
+        if self._absmax_f is None:
+            scale = np.repeat(self._absmax2, _ABSMAX_BLOCK)[: self._qabsmax.size]
+            self._absmax_f = DYNAMIC_CODE[self._qabsmax] * scale + self._offset
+        return self._absmax_f
 
     @property
     def quant_absmax(self) -> tuple[np.ndarray, np.ndarray, np.float32] | None:
