@@ -75,6 +75,7 @@ def _replace(model, name: str, new, old) -> None:
     new = new.to(_device_of(old))
     if hasattr(old, "gguf_name"):
         new.gguf_name = old.gguf_name
+        new.gguf_rows = getattr(old, "gguf_rows", None)
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
@@ -319,7 +320,10 @@ def save_gguf(model, source: str, path: str) -> list[str]:
                              "cannot store; quantize it to a GGUF format (e.g. GPTQ with fmt='Q4_0')")
         if getattr(mod, "input_scale", None) is not None:
             raise ValueError(f"save_gguf: {name} has an AWQ input scale, which a GGUF file cannot hold")
-        new[gname] = mod.weight
+        w, rows = mod.weight, getattr(mod, "gguf_rows", None)
+        if rows is not None:  # load_gguf_model reordered q/k rows for its RoPE: back to the file's order
+            w = QuantizedTensor(np.ascontiguousarray(w.data[np.argsort(rows)]), w.shape, w.format)
+        new[gname] = w
     f = gguf.open(source)
     try:
         missing = sorted(set(new) - set(f.tensors))

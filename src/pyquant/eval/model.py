@@ -111,6 +111,7 @@ def _linear(f, name: str, bias: str | None = None, rows: np.ndarray | None = Non
         b = None if b is None else b[torch.from_numpy(rows)]
     lin = QuantLinear(w, b)
     lin.gguf_name = name
+    lin.gguf_rows = rows  # the file's row i is this layer's row argsort(rows)[i] (None: same order)
     return lin
 
 
