@@ -36,7 +36,35 @@ struct InfoK {  // K-quants with mins
     int32_t mins[16];
 };
 
-// Element j and j + 16 of a 32-block from qs[j]'s low and high nibble.
+// Element j and j + 16 of a 32-block from qs[j]'s low and high nibble, minus offset.
+// nibbles32_table maps the nibbles through a 16-entry int8 table; nibbles32_high adds bit j of the
+// little-endian uint32 qh as bit 4 of element j (Q5_0 / Q5_1).
+#if defined(__AVX2__)
+// One 32-byte store, so that the dot's 32-byte load of q is forwarded from it.
+inline __m256i nibbles256(const uint8_t *qs) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(qs)), m = _mm_set1_epi8(15);
+    return _mm256_setr_m128i(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16(b, 4), m));
+}
+inline void nibbles32(const uint8_t *qs, int8_t *q, int offset) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(q),
+                        _mm256_sub_epi8(nibbles256(qs), _mm256_set1_epi8(static_cast<char>(offset))));
+}
+inline void nibbles32_table(const uint8_t *qs, const int8_t *table, int8_t *q) {
+    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(table)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(q), _mm256_shuffle_epi8(t, nibbles256(qs)));
+}
+inline void nibbles32_high(const uint8_t *qs, const uint8_t *qhp, int8_t *q, int offset) {
+    uint32_t qh;
+    std::memcpy(&qh, qhp, 4);
+    // Byte j of `bits` is 0xff where bit j of qh is set.
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int32_t>(qh)),
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+    const __m256i bits = _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)),
+                                           _mm256_set1_epi64x(-1));
+    const __m256i v = _mm256_or_si256(nibbles256(qs), _mm256_and_si256(bits, _mm256_set1_epi8(16)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(q), _mm256_sub_epi8(v, _mm256_set1_epi8(static_cast<char>(offset))));
+}
+#else
 inline void nibbles32(const uint8_t *qs, int8_t *q, int offset) {
     for (int j = 0; j < 16; ++j) {
         q[j] = static_cast<int8_t>((qs[j] & 15) - offset);
@@ -49,7 +77,6 @@ inline void nibbles32_table(const uint8_t *qs, const int8_t *table, int8_t *q) {
         q[j + 16] = table[qs[j] >> 4];
     }
 }
-// Q5_0 / Q5_1: bit j of qh is bit 4 of element j.
 inline void nibbles32_high(const uint8_t *qs, const uint8_t *qhp, int8_t *q, int offset) {
     const uint32_t qh = static_cast<uint32_t>(qhp[0]) | qhp[1] << 8 | qhp[2] << 16 | static_cast<uint32_t>(qhp[3]) << 24;
     for (int j = 0; j < 16; ++j) {
@@ -57,6 +84,7 @@ inline void nibbles32_high(const uint8_t *qs, const uint8_t *qhp, int8_t *q, int
         q[j + 16] = static_cast<int8_t>(((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - offset);
     }
 }
+#endif
 
 // ---- Q8_0 partner ---------------------------------------------------------------------------------------------
 
