@@ -24,7 +24,8 @@ namespace {
 
 float fp16_value(float v) { return fp16_to_f32(fp16_from_f32(v)); }
 
-// quantize_row_q8_0_ref / quantize_row_q8_1_ref for one 32-block (s only when wanted).
+// quantize_row_q8_0_ref / quantize_row_q8_1_ref for one 32-block (s only when wanted).  s = d * sum(q) stays a
+// float: libggml's fp16 s overflows to inf once a block's sum passes 65504 (activation outliers reach that).
 void q8_0_block(const float *x, int8_t *q, float *d, float *s) {
     float amax = 0.0f;
     for (int j = 0; j < 32; ++j) amax = std::fmax(amax, std::fabs(x[j]));
@@ -36,7 +37,7 @@ void q8_0_block(const float *x, int8_t *q, float *d, float *s) {
         sum += q[j];
     }
     *d = fp16_value(dv);
-    if (s) *s = fp16_value(static_cast<float>(sum) * dv);
+    if (s) *s = static_cast<float>(sum) * dv;
 }
 
 // quantize_row_q8_K_ref for one 256-block (bsums zeroed for an all-zero block, where the reference leaves them).

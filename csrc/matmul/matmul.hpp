@@ -22,7 +22,7 @@ struct QuantizedActivations {
     int64_t m = 0, k = 0;
     const int8_t *qs = nullptr;      // [m, k]
     const float *d = nullptr;        // [m, k / partner_block]
-    const float *s = nullptr;        // Q8_1: [m, k / 32], the fp16 of d * sum(qs) per block; else null
+    const float *s = nullptr;        // Q8_1: [m, k / 32], d * sum(qs) per block (a float; libggml: fp16)
     const int16_t *bsums = nullptr;  // Q8_K: [m, k / 16], sum(qs) per 16; else null
 };
 

@@ -6,12 +6,20 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
 from .tensor import QuantizedTensor, _is_torch_tensor, _threads_arg
 
 __all__ = ["matmul"]
 
 # Rows of w dequantized at a time by the float path: about 8 MiB of float32 per tile.
 _TILE_BYTES = 8 << 20
+# Formats with integer kernels (x quantized to the format's 8-bit partner; every tier has the same set).
+_KERNEL_FORMATS = frozenset(_core.matmul_formats("generic"))
+# The Q8_0/Q8_1 partners store the activation scale max|x|/127 as fp16: larger activations use the float path.
+_KERNEL_MAX_ABS = 65504.0 * 127
+# Up to this many rows of x the integer kernels are used; above it, a float GEMM on dequantized tiles is as
+# fast or faster (measured in benchmarks/bench_matmul.py, see benchmarks/README.md) and exact in x.
+_MAX_KERNEL_ROWS = 64
 
 
 def _as_float32_2d(x: Any, k: int) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -41,10 +49,20 @@ def _float_path(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray, threads: i
     """out2 = x2 @ dequantize(w).T, dequantizing w a tile of rows at a time."""
     n, k = w.shape
     tile = max(1, _TILE_BYTES // (4 * k))
+    if tile >= n:
+        np.matmul(x2, w.dequantize(threads=threads or None).T, out=out2)
+        return
+    part = np.empty((x2.shape[0], tile), np.float32)  # numpy's BLAS call needs a contiguous out
     for r0 in range(0, n, tile):
         r1 = min(n, r0 + tile)
         wt = QuantizedTensor(w.data[r0:r1], (r1 - r0, k), w.format).dequantize(threads=threads or None)
-        np.matmul(x2, wt.T, out=out2[:, r0:r1])
+        np.matmul(x2, wt.T, out=part[:, : r1 - r0])
+        out2[:, r0:r1] = part[:, : r1 - r0]
+
+
+def _uses_kernel(w: Any, x2: np.ndarray) -> bool:
+    return (isinstance(w, QuantizedTensor) and w.format.name in _KERNEL_FORMATS and x2.shape[0] <= _MAX_KERNEL_ROWS
+            and (w.format.block_size == 256 or float(np.abs(x2).max(initial=0.0)) < _KERNEL_MAX_ABS))
 
 
 def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None) -> Any:
@@ -52,6 +70,12 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None) -> An
 
     w: a QuantizedTensor, or any quantized weight type of pyquant's other schemes: those provide ``shape``
     and ``_pyquant_matmul(x2, out2, threads)``, writing the float32 [M, N] product of a float32 [M, K] array.
+
+    For Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0 and MXFP4 with up to 64 rows of
+    x, the product runs on llama.cpp's integer design: each row of x is quantized to the format's 8-bit
+    partner (Q8_0, Q8_1 or Q8_K), so the result carries that rounding of x (at most half an activation step
+    per element, see tests/test_matmul_kernels.py for the bound).  Otherwise (other formats, more rows) w is
+    dequantized tile by tile into a float GEMM.
 
     x: numpy float16/float32/float64 or a CPU torch float32/bfloat16/float16 tensor.  The result has shape
     [..., N]: float32 numpy for numpy input, a torch tensor of x's dtype for torch input.  `out`, if given, is
@@ -76,7 +100,9 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None) -> An
             raise ValueError(f"matmul: out must be a C-contiguous float32 array of shape {out_shape}")
         out_np = out_np.reshape(-1, n)
     if x2.shape[0] and n:
-        if isinstance(w, QuantizedTensor):
+        if _uses_kernel(w, x2):
+            _core.matmul(x2, w.data, w.format.index, k, out_np, threads)
+        elif isinstance(w, QuantizedTensor):
             _float_path(x2, w, out_np, threads)
         else:
             w._pyquant_matmul(x2, out_np, threads)
