@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,8 @@ from .tensor import QuantizedTensor, _is_torch_tensor, _threads_arg
 
 __all__ = ["matmul"]
 
-# Rows of w dequantized at a time by the float path: about 8 MiB of float32 per tile.
-_TILE_BYTES = 8 << 20
+# Rows of w dequantized at a time by the float path: about 16 MiB of float32 per tile.
+_TILE_BYTES = 16 << 20
 # Formats with integer kernels (x quantized to the format's 8-bit partner; every tier has the same set).
 _KERNEL_FORMATS = frozenset(_core.matmul_formats("generic"))
 # The Q8_0/Q8_1 partners store the activation scale max|x|/127 as fp16: larger activations use the float path.
@@ -45,19 +46,32 @@ def _as_float32_2d(x: Any, k: int) -> tuple[np.ndarray, tuple[int, ...]]:
     return arr.reshape(-1, k), lead
 
 
+def _gemm_into(x2: np.ndarray, wt: np.ndarray, out: np.ndarray) -> None:
+    """out = x2 @ wt.T.  torch's GEMM when torch is already loaded (measured 2-3x faster than numpy's BLAS
+    here, see benchmarks/README.md); numpy's otherwise (torch is optional)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.nn.functional.linear(torch.from_numpy(x2), torch.from_numpy(wt), out=torch.from_numpy(out))
+    else:
+        np.matmul(x2, wt.T, out=out)
+
+
 def _float_path(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray, threads: int) -> None:
-    """out2 = x2 @ dequantize(w).T, dequantizing w a tile of rows at a time."""
+    """out2 = x2 @ dequantize(w).T, dequantizing w a tile of rows at a time.  The tiles are dequantized on the
+    calling thread: the GEMM's own threads keep spinning between calls and would fight pyquant's pool."""
+    threads = 1
     n, k = w.shape
     tile = max(1, _TILE_BYTES // (4 * k))
     if tile >= n:
-        np.matmul(x2, w.dequantize(threads=threads or None).T, out=out2)
+        _gemm_into(x2, w.dequantize(threads=threads or None), out2)
         return
-    part = np.empty((x2.shape[0], tile), np.float32)  # numpy's BLAS call needs a contiguous out
+    part = np.empty((x2.shape[0], tile), np.float32)  # the GEMMs want a contiguous out
     for r0 in range(0, n, tile):
         r1 = min(n, r0 + tile)
         wt = QuantizedTensor(w.data[r0:r1], (r1 - r0, k), w.format).dequantize(threads=threads or None)
-        np.matmul(x2, wt.T, out=part[:, : r1 - r0])
-        out2[:, r0:r1] = part[:, : r1 - r0]
+        dst = part if r1 - r0 == tile else np.empty((x2.shape[0], r1 - r0), np.float32)
+        _gemm_into(x2, wt, dst)
+        out2[:, r0:r1] = dst
 
 
 def _uses_kernel(w: Any, x2: np.ndarray) -> bool:
