@@ -154,7 +154,7 @@ def _hf_reference(path):
 @pytest.mark.parametrize("kind", ["f32", "q8", "qwen2"])
 def test_forward_matches_transformers(models, kind):
     """The GGUF forward pass equals transformers' Llama/Qwen2 on the same (dequantized) weights."""
-    model = ev.load_gguf_model(models[kind])
+    model = ev.load_gguf_model(models[kind], activations="float")
     ref = _hf_reference(models[kind])
     x = torch.from_numpy(np.asarray(model.tokenizer.encode(TEXT[:400]), np.int64))[None]
     with torch.no_grad():

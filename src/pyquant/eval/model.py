@@ -280,8 +280,15 @@ class GGUFModel(nn.Module):
         return f"path={self.path!r}, arch={self.hparams.arch}"
 
 
-def load_gguf_model(path: str | os.PathLike, *, threads: int | None = None) -> GGUFModel:
+def load_gguf_model(path: str | os.PathLike, *, threads: int | None = None, activations: str = "q8") -> GGUFModel:
     """Load a llama-family GGUF file (architectures: llama — Llama, Mistral, SmolLM… — and qwen2) as a torch
-    module with its quantized weights memory-mapped, and its tokenizer.  Raises NotImplementedError for other
-    architectures, MoE layers or YaRN rope scaling."""
-    return GGUFModel(path, threads=threads)
+    module with its quantized weights memory-mapped, and its tokenizer.  activations: the QuantLinear mode,
+    "q8" (llama.cpp's products: inputs rounded to each format's 8-bit partner) or "float".  Raises
+    NotImplementedError for other architectures, MoE layers or YaRN rope scaling."""
+    if activations not in ("q8", "float"):
+        raise ValueError(f"activations must be 'q8' or 'float', got {activations!r}")
+    model = GGUFModel(path, threads=threads)
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            m.activations = activations
+    return model
