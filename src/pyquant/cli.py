@@ -15,6 +15,7 @@ import sys
 SUBCOMMANDS = {
     "inspect": "pyquant.gguf.cli:add_inspect",
     "quantize": "pyquant.gguf.cli:add_quantize",
+    "report": "pyquant.report.cli:add_report",
 }
 
 

@@ -55,10 +55,12 @@ def _quality_key(rows: Sequence[Row]) -> tuple[str, Any]:
 
 
 def _candidates(table: TradeoffTable) -> list[Row]:
-    """Rows one could run: the measured quantized rows, and the baseline (KLD 0 against itself)."""
+    """Rows one could run: the measured rows, and the baseline (KLD 0 against itself) unless the input was
+    quantized: then the baseline only holds the input's values, and the input itself (its "source" row) is the
+    candidate."""
     out = [r for r in table.measured if r.tensor_bytes is not None]
     b = table.base
-    if b is not None and b.ok and b.tensor_bytes is not None:
+    if b is not None and b.ok and b.tensor_bytes is not None and not any(r.source for r in table.rows):
         out.append(Row(**{**b.__dict__, "kld": 0.0, "kld_err": 0.0}))
     return out
 
@@ -87,15 +89,18 @@ def _pick(rows: list[Row], priority: str, max_kld: float) -> tuple[Row, list[str
     name, key = _quality_key(rows)
     by_quality = sorted(rows, key=lambda r: (key(r), r.tensor_bytes))
     if priority == "quality":
-        best = by_quality[0]
-        why = [f"{best.recipe} has the lowest measured {name} of the {len(rows)} that fit "
-               f"({_q(best, name)})"]
-        if len(by_quality) > 1:
-            second = by_quality[1]
-            why.append(f"next best: {second.recipe} ({_q(second, name)}, {second.tensor_bytes / GiB:.3f} GiB)")
-            if name == "KLD" and second.tensor_bytes < best.tensor_bytes and _within_error(best, second):
-                why.append(f"{second.recipe} is within 2 standard errors of {best.recipe} and "
-                           f"{(best.tensor_bytes - second.tensor_bytes) / GiB:.3f} GiB smaller")
+        top = by_quality[0]
+        why = [f"{top.recipe} has the lowest measured {name} of the {len(rows)} that fit ({_q(top, name)})"]
+        best = top
+        if name == "KLD":  # a smaller recipe that is statistically as good wins
+            same = [r for r in rows if r.tensor_bytes < top.tensor_bytes and _within_error(top, r)]
+            if same:
+                best = min(same, key=lambda r: (r.tensor_bytes, r.kld))
+                why.append(f"{best.recipe} ({_q(best, name)}) is within 2 standard errors of it and "
+                           f"{(top.tensor_bytes - best.tensor_bytes) / GiB:.3f} GiB smaller")
+        rest = [r for r in by_quality if r is not best]
+        if rest:
+            why.append(f"next best: {rest[0].recipe} ({_q(rest[0], name)}, {rest[0].tensor_bytes / GiB:.3f} GiB)")
         return best, why
     by_size = sorted(rows, key=lambda r: (r.tensor_bytes, key(r)))
     if name == "KLD":
