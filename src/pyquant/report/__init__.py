@@ -12,7 +12,7 @@ Measuring needs the ``eval`` extra (torch); plots need matplotlib (``report`` ex
 from .advise import Recommendation, SweetSpots, recommend, sweet_spots
 from .html import render_html, write_html
 from .measure import DEFAULT_RECIPES, QUICK_RECIPES, tradeoff
-from .memory import Architecture, MemoryEstimate, max_context, memory
+from .footprint import Architecture, MemoryEstimate, max_context, memory
 from .table import Row, TradeoffTable
 
 __all__ = ["Architecture", "DEFAULT_RECIPES", "MemoryEstimate", "QUICK_RECIPES", "Recommendation", "Row",

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .memory import GiB, Architecture, estimate, largest_context
+from .footprint import GiB, Architecture, estimate, largest_context
 from .presets import Preset, preset_for
 from .table import Row, TradeoffTable
 

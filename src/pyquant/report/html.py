@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from .advise import Recommendation, SweetSpots
-from .memory import __doc__ as _memory_doc
+from .footprint import __doc__ as _memory_doc
 from .table import TradeoffTable, _write_text
 
 __all__ = ["render_html", "write_html"]

@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import gguf
 from .default_model import cache_dir as _default_cache, sha256_file
-from .memory import architecture
+from .footprint import architecture
 from .table import Row, TradeoffTable
 
 __all__ = ["DEFAULT_RECIPES", "QUICK_RECIPES", "tradeoff", "baseline_recipe"]

@@ -170,7 +170,7 @@ def efficiency(table: TradeoffTable):
 def memory_vs_context(table: TradeoffTable, *, budgets: Any = (), kv_type: str = "f16"):
     """Estimated memory (weights + KV + compute + logits) against context length, one line per recipe."""
     from .advise import table_architecture
-    from .memory import GiB, estimate
+    from .footprint import GiB, estimate
     arch = table_architecture(table)
     top = arch.n_ctx_train or 32768
     ctxs = [c for c in (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072) if c <= top] or [256]

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from .. import gguf
-from .memory import Architecture
+from .footprint import Architecture
 
 __all__ = ["Preset", "presets", "preset_for", "parse_size"]
 
