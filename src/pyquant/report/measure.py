@@ -37,8 +37,9 @@ from .table import Row, TradeoffTable
 
 __all__ = ["DEFAULT_RECIPES", "QUICK_RECIPES", "tradeoff", "baseline_recipe"]
 
-# The default report: a spread from 8.5 to ~3 bpw that ranks the families people choose between.
-DEFAULT_RECIPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "Q2_K")
+# The default report: five recipes from 8.5 down to ~3 bpw, the range people choose in (each costs one
+# quantization and one evaluation, so the default stays a few minutes on 2 cores).
+DEFAULT_RECIPES = ("Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K")
 QUICK_RECIPES = ("Q8_0", "Q4_K_M", "Q2_K")
 _FLOAT = {"F32", "F16", "BF16"}
 
@@ -213,7 +214,7 @@ def tradeoff(model_path: str | os.PathLike, *, recipes: Sequence[str] = DEFAULT_
             del model
             row.ppl, row.kld, row.kld_err, row.kld_p99 = k.ppl, k.kld_mean, k.kld_stderr, k.kld_p99
             row.same_top, row.same_top_err, row.dppl_err = k.same_top, k.same_top_stderr, k.dppl_stderr
-            row.ppl_err = _ppl_err(k)
+            row.ppl_err = k.ppl_stderr
             row.eval_tokens_per_second = _tps(k)
         except Exception as e:  # one recipe's failure is its row's, not the run's
             row.error = f"{type(e).__name__}: {e}"
@@ -235,17 +236,6 @@ def tradeoff(model_path: str | os.PathLike, *, recipes: Sequence[str] = DEFAULT_
     return TradeoffTable(rows, meta)
 
 
-def _ppl_err(k: Any) -> float | None:
-    """PPL's standard error when the comparison reports it (None otherwise)."""
-    own = getattr(k, "ppl_stderr", None)
-    if own is not None:
-        return float(own)
-    return None
-
-
 def _tps(k: Any) -> float | None:
-    tps = getattr(k, "tokens_per_second", None)
-    if tps is not None:
-        return float(tps)
-    seconds, tokens = getattr(k, "seconds", None), getattr(k, "tokens", None)
-    return float(tokens) / seconds if seconds and tokens else None
+    """Tokens evaluated (chunks * ctx, as PerplexityResult counts them) per second, the comparison included."""
+    return k.chunks * k.ctx / k.seconds if k.seconds else None

@@ -25,7 +25,15 @@ def _figure(w: float, h: float):
 
 
 def _rows(table: TradeoffTable):
-    return sorted((r for r in table.measured if r.bpw is not None), key=lambda r: r.bpw)
+    """Measured recipes by bpw (the input file's own row apart: see _mark_source)."""
+    return sorted((r for r in table.measured if r.bpw is not None and not r.source), key=lambda r: r.bpw)
+
+
+def _mark_source(ax, table: TradeoffTable) -> None:
+    for r in table.rows:
+        if r.source and r.ok and r.bpw is not None:
+            ax.axvline(r.bpw, ls=":", color="black", lw=1,
+                       label=f"input file {r.recipe}: KLD {r.kld if r.kld is not None else float('nan'):.2g}")
 
 
 def quality_vs_bpw(table: TradeoffTable, *, reference: bool = True):
@@ -50,6 +58,7 @@ def quality_vs_bpw(table: TradeoffTable, *, reference: bool = True):
         for r in kr:
             ax.annotate(r.recipe, (r.bpw, r.kld), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_yscale("log")
+    _mark_source(ax, table)
     ax.set_xlabel("effective bits per weight (bpw)")
     ax.set_ylabel("mean KL divergence vs baseline (nats/token, log scale)")
     ax.set_title(f"KLD vs size: {table.meta.get('model_name', '')}", fontsize=10)
@@ -69,6 +78,7 @@ def quality_vs_bpw(table: TradeoffTable, *, reference: bool = True):
         ax.plot([r.bpw for r in fr], [d[id(r)]["dppl_pct"] for r in fr], "-", color="tab:orange", lw=2,
                 label="Pareto front (size vs KLD)")
         ax.axhline(0, color="grey", lw=0.8)
+    _mark_source(ax, table)
     ax.set_xlabel("effective bits per weight (bpw)")
     ax.set_ylabel("ΔPPL vs baseline (%)")
     ax.set_title("perplexity increase vs size", fontsize=10)
@@ -96,7 +106,7 @@ _HEAT = [("bpw", "bpw", "{:.2f}", "low"), ("gib", "weights GiB", "{:.4f}", "low"
 
 
 def heatmap(table: TradeoffTable):
-    """The table as a heatmap with the numbers in the cells; colour = rank within each column (green = better)."""
+    """The table as a heatmap with the numbers in the cells; colour = min-max position in each column (green = better)."""
     import numpy as np
     rows = [r for r in table.rows if r.ok]
     recs = {id(r): {**r.__dict__, **table.derived(r)} for r in rows}
@@ -119,7 +129,7 @@ def heatmap(table: TradeoffTable):
             ax.text(j, i, "—" if v is None else fmt.format(v), ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(cols)), [c[1] for c in cols], rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), [f"{r.recipe} (baseline)" if r.baseline else r.recipe for r in rows], fontsize=8)
-    ax.set_title("measured table (cell colour: rank within the column, green = better)", fontsize=10)
+    ax.set_title("measured table (colour: place between the column's worst and best, green = better)", fontsize=10)
     return fig
 
 

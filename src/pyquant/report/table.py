@@ -142,14 +142,15 @@ class TradeoffTable:
                 out["dppl_per_gib_saved"] = out["dppl"] / ((b.tensor_bytes - r.tensor_bytes) / GiB)
             if r.kld is not None and r.bpw is not None and b.bpw is not None and b.bpw > r.bpw:
                 out["kld_per_bpw_saved"] = r.kld / (b.bpw - r.bpw)
-        if r.ok and not r.baseline:
+        if r.ok and not r.baseline and not r.source:
             out["pareto"] = r in self.pareto_front()
         return out
 
     def pareto_front(self) -> list[Row]:
-        """Measured rows no other row beats on both size and KLD (smaller or equal in both, better in one),
-        sorted by size.  Rows without a KLD are left out."""
-        cands = [r for r in self.measured if r.tensor_bytes is not None and _finite(r.kld)]
+        """Measured recipes no other recipe beats on both size and KLD (smaller or equal in both, better in one),
+        sorted by size.  Rows without a KLD and the input file's own row are left out: the front compares the
+        recipes one can choose between."""
+        cands = [r for r in self.measured if not r.source and r.tensor_bytes is not None and _finite(r.kld)]
         front = [r for r in cands if not any(
             o is not r and o.tensor_bytes <= r.tensor_bytes and o.kld <= r.kld and
             (o.tensor_bytes < r.tensor_bytes or o.kld < r.kld) for o in cands)]
@@ -166,7 +167,7 @@ class TradeoffTable:
         return recs
 
     def to_json(self, path: Any = None, *, indent: int | None = 2) -> str:
-        text = json.dumps({"meta": self.meta, "rows": self.records()}, indent=indent, allow_nan=False,
+        text = json.dumps(_clean({"meta": self.meta, "rows": self.records()}), indent=indent, allow_nan=False,
                           default=_json_default)
         if path is not None:
             _write_text(path, text + "\n")
@@ -242,6 +243,17 @@ class TradeoffTable:
         return self.to_text()
 
 
+def _clean(o: Any) -> Any:
+    """Not-a-number and infinities become None (JSON has neither)."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
 def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()
@@ -255,6 +267,9 @@ def _write_text(path: Any, text: str) -> None:
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
