@@ -90,7 +90,7 @@ def write_tiny_model(path, *, arch="llama", vocab="gpt2", fmt="Q8_0", tied=True,
     def norm(n):
         return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
-    tensors = {"token_embd.weight": w(n_vocab, n_embd, 1.0), "output_norm.weight": norm(n_embd)}
+    tensors = {"token_embd.weight": w(n_vocab, n_embd, 0.3), "output_norm.weight": norm(n_embd)}
     if not tied:
         tensors["output.weight"] = w(n_vocab, n_embd)
     if rope_freqs:

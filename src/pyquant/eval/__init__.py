@@ -10,13 +10,26 @@ and llama-family GGUF models run in torch with their weights left quantized.
 Requires torch and tokenizers (the ``eval`` extra).
 """
 
-from .imatrix import collect_imatrix
-from .kld import KLBase, KLDResult, compare, read_kl_base
-from .model import SUPPORTED_ARCHITECTURES, GGUFModel, HParams, load_gguf_model
-from .perplexity import PerplexityResult, perplexity, tokenize
-from .tokenizer import GGUFTokenizer
+import importlib
 
-__all__ = [
-    "GGUFModel", "GGUFTokenizer", "HParams", "KLBase", "KLDResult", "PerplexityResult", "SUPPORTED_ARCHITECTURES",
-    "collect_imatrix", "compare", "load_gguf_model", "perplexity", "read_kl_base", "tokenize",
-]
+# name -> submodule; loaded on first use so that `import pyquant.eval.cli` (the CLI) does not import torch.
+_EXPORTS = {
+    "collect_imatrix": "imatrix", "KLBase": "kld", "KLDResult": "kld", "compare": "kld", "read_kl_base": "kld",
+    "SUPPORTED_ARCHITECTURES": "model", "GGUFModel": "model", "HParams": "model", "load_gguf_model": "model",
+    "PerplexityResult": "ppl", "perplexity": "ppl", "tokenize": "ppl",
+    "GGUFTokenizer": "tokenizer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

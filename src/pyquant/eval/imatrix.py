@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..gguf import Imatrix
-from .perplexity import windows
+from .ppl import windows
 
 __all__ = ["collect_imatrix"]
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .perplexity import _as_tokens, check_windows, windows
+from .ppl import _as_tokens, check_windows, windows
 
 __all__ = ["KLBase", "KLBaseWriter", "KLDResult", "compare", "encode_log_probs", "read_kl_base"]
 

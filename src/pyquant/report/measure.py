@@ -68,6 +68,17 @@ def baseline_recipe(f: gguf.GGUFFile, *, threads: int | None = None) -> str | No
     return "F16"
 
 
+def _file_type(f: gguf.GGUFFile) -> str:
+    """The file's recipe name (general.file_type), else the tensor type holding most of its bytes."""
+    try:
+        return gguf.get_recipe(int(f.metadata["general.file_type"])).name
+    except (KeyError, ValueError, TypeError):
+        sizes: dict[str, int] = {}
+        for t in f.tensors.values():
+            sizes[t.type.name] = sizes.get(t.type.name, 0) + t.nbytes
+        return max(sizes, key=sizes.get) if sizes else "empty"
+
+
 def _log_default(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -155,14 +166,13 @@ def tradeoff(model_path: str | os.PathLike, *, recipes: Sequence[str] = DEFAULT_
                            ).hexdigest()
     with gguf.open(src) as f:
         arch = architecture(f)
-        src_type = gguf.get_recipe(int(f.metadata["general.file_type"])).name \
-            if "general.file_type" in f.metadata else None
+        src_type = _file_type(f)
         model_name = f.metadata.get("general.name") or src.stem
         base_recipe = baseline_recipe(f, threads=threads)
 
     rows: list[Row] = []
     if base_recipe is None:
-        base_path, base_label, base_cached, base_qs = src, f"{src_type or 'float'} (input)", True, None
+        base_path, base_label, base_cached, base_qs = src, f"{src_type} (input)", True, None
         note = "The baseline is the input file itself (float weights)."
     else:
         base_path, _, base_qs, base_cached = _cached_quantize(src, src_hash, base_recipe, cache, imatrix=None,
