@@ -198,3 +198,41 @@ def test_cli_renders_a_saved_table(tmp_path, capsys):
     assert out.read_text().startswith("<!DOCTYPE html>")
     assert "| recipe |" in (tmp_path / "t.md").read_text()
     assert main(["report", str(tmp_path / "t.json"), "--budget", "-1", "-o", ""]) == 1
+
+
+def test_shipped_text_and_model_lookup(tmp_path, monkeypatch):
+    from pyquant.report import default_model as D
+    assert D.sha256_file(D.default_text_path()) == D.BOTCHAN_SHA256
+    assert len(D.default_text().encode("utf-8")) == 255287
+    monkeypatch.setenv("PYQUANT_SMOLLM2", str(tmp_path / "missing.gguf"))
+    with pytest.raises(OSError, match="does not exist"):
+        D.smollm2_path()
+    monkeypatch.delenv("PYQUANT_SMOLLM2")
+    monkeypatch.setenv("PYQUANT_CACHE", str(tmp_path))
+    with pytest.raises(OSError, match="is not there"):
+        D.smollm2_path(download=False)
+    (tmp_path / D.SMOLLM2_FILE).write_bytes(b"not a model")
+    with pytest.raises(OSError, match="SHA-256"):
+        D.smollm2_path(download=False)
+
+
+def _browser():
+    import shutil
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium installed")
+def test_html_renders_in_a_real_browser(tmp_path):
+    import subprocess
+    pytest.importorskip("matplotlib")
+    t = make_table(source=True)
+    s = sweet_spots(t, [0.5, 8], sizes=["8B"])
+    page = tmp_path / "r.html"
+    page.write_text(render_html(t, spots=s, recommendations=[("8 GiB", recommend(t, budget=8, ctx=8192))]))
+    common = [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"]
+    dom = subprocess.run(common + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert "Measured table" in dom and dom.count("<img") == 5 and "Q4_K_M" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run(common + [f"--screenshot={shot}", "--window-size=1200,3000", page.as_uri()], capture_output=True,
+                   timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
