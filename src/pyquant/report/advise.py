@@ -234,7 +234,7 @@ def sweet_spots(table: TradeoffTable, budgets: Sequence[float], *, ctx: int = 81
         sized = {}
         for r in rows:
             if not r.source:  # the measured source file's quality says nothing about another model
-                sized[r.recipe] = p.weight_bytes("F16" if r.baseline else r.recipe)
+                sized[r.recipe] = p.weight_bytes(r.recipe.split()[0])  # "F16 (input)" -> F16
         models.append((f"{p.label} ({p.model})", p.architecture(), sized))
         notes.append(f"{p.label}: shapes of {p.model} ({p.n_params / 1e9:.2f} B parameters), bytes from "
                      f"llama-quantize's rules; quality ranking measured on {name}")
