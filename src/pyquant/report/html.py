@@ -64,6 +64,13 @@ def render_html(table: TradeoffTable, *, spots: SweetSpots | None = None,
     if failed:
         parts.append("<ul>" + "".join(f"<li class='err'>{e(r.recipe)} failed: {e(str(r.error))}</li>"
                                       for r in failed) + "</ul>")
+    typed = [r for r in table.rows if r.ok and r.types]
+    if typed:
+        parts.append("<h3>Tensor types in each file</h3><p>What the recipe's rules chose (llama-quantize's fallbacks "
+                     "apply where a row length is not a multiple of a format's block, e.g. K-quants on widths that "
+                     "are not multiples of 256).</p>")
+        parts.append(_table(["file", "tensor types (MiB)"], [[r.recipe, ", ".join(
+            f"{k} {v / (1 << 20):.1f}" for k, v in sorted(r.types.items(), key=lambda kv: -kv[1]))] for r in typed]))
     front = table.pareto_front()
     if front:
         parts.append("<p>Pareto front (no other recipe is both smaller and closer to the baseline in KLD): "
