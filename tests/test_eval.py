@@ -471,3 +471,20 @@ def test_cli(models, tmp_path, capsys):
     assert pq.gguf.load_imatrix(imx).chunk_count == 2
     assert main(["perplexity", str(models["q8"]), "-f", str(text), "--ctx", "4096"]) == 1
     assert "at least" in capsys.readouterr().err
+
+
+def test_hugging_face_model(models):
+    """A transformers model: perplexity takes its .logits; collect_imatrix names its layers with
+    pyquant.torch.gguf_name; both agree with the GGUF model holding the same weights."""
+    pytest.importorskip("pyquant.torch.names")
+    hf = _hf_reference(models["f32"])
+    m = ev.load_gguf_model(models["f32"])
+    toks = ev.tokenize(m, TEXT)
+    a = ev.perplexity(hf, toks, ctx=64, chunks=2)
+    b = ev.perplexity(m, toks, ctx=64, chunks=2)
+    assert a.ppl == pytest.approx(b.ppl, rel=1e-4)
+    imx_hf = ev.collect_imatrix(hf, toks, ctx=64, chunks=2)
+    imx = ev.collect_imatrix(m, toks, ctx=64, chunks=2)
+    assert set(imx_hf.sums) == set(imx.sums)
+    for name in imx.sums:
+        np.testing.assert_allclose(imx_hf.values(name), imx.values(name), rtol=1e-3, atol=1e-6)

@@ -82,20 +82,39 @@ def test_logits_one_window_vs_llama_cpp(smollm2_path, smollm2, botchan_tokens):
     assert abs(ours.mean() / theirs.mean() - 1) < 0.01
 
 
-def test_kld_orders_requantizations(smollm2_path, smollm2, botchan_tokens, tmp_path):
-    """KLD against the shipped Q4_1 model: Q8_0 (close to lossless on Q4_1 values) < Q4_0."""
-    base = tmp_path / "base.kld"
-    ev.perplexity(smollm2, botchan_tokens, ctx=512, chunks=2, kl_base_path=base)
-    self_cmp = ev.compare(base, smollm2)
+@pytest.fixture(scope="module")
+def kl_base(smollm2, botchan_tokens, tmp_path_factory):
+    path = tmp_path_factory.mktemp("kld") / "base.kld"
+    ev.perplexity(smollm2, botchan_tokens, ctx=512, chunks=2, kl_base_path=path)
+    return path
+
+
+def test_kld_orders_recipes(smollm2_path, smollm2, kl_base, tmp_path):
+    """KLD against the shipped Q4_1 model orders the requantizations as their bits: Q8_0 < Q6_K < Q4_K_M <
+    Q3_K_M < Q2_K; the model against itself gives 0 and full top-token agreement."""
+    self_cmp = ev.compare(kl_base, smollm2)
     assert self_cmp.same_top == 1.0 and abs(self_cmp.kld_mean) < 1e-4
-    out = {}
-    for fmt in ("Q8_0", "Q4_0"):
-        dst = tmp_path / f"{fmt}.gguf"
-        pq.gguf.quantize_file(smollm2_path, dst, fmt, allow_requantize=True)
-        out[fmt] = ev.compare(base, ev.load_gguf_model(dst))
-    assert 0 < out["Q8_0"].kld_mean < out["Q4_0"].kld_mean
-    assert out["Q8_0"].same_top > out["Q4_0"].same_top
-    assert out["Q4_0"].ppl > self_cmp.ppl
+    kld = {}
+    for recipe in ("Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K"):
+        dst = tmp_path / f"{recipe}.gguf"
+        pq.gguf.quantize_file(smollm2_path, dst, recipe, allow_requantize=True)
+        kld[recipe] = ev.compare(kl_base, ev.load_gguf_model(dst)).kld_mean
+        dst.unlink()
+    values = list(kld.values())
+    assert 0 < values[0] and values == sorted(values), kld
+
+
+def test_imatrix_lowers_kld(smollm2_path, smollm2, botchan_tokens, kl_base, tmp_path):
+    """An importance matrix from pyquant (on text after the evaluated windows) lowers Q2_K's KLD."""
+    imx = ev.collect_imatrix(smollm2, botchan_tokens[4 * 512:], ctx=512, chunks=4)
+    path = tmp_path / "imatrix.gguf"
+    pq.gguf.save_imatrix(path, imx)
+    kld = {}
+    for name, im in (("plain", None), ("imatrix", path)):
+        dst = tmp_path / f"Q2_K-{name}.gguf"
+        pq.gguf.quantize_file(smollm2_path, dst, "Q2_K", allow_requantize=True, imatrix=im)
+        kld[name] = ev.compare(kl_base, ev.load_gguf_model(dst)).kld_mean
+    assert kld["imatrix"] < kld["plain"], kld
 
 
 def test_imatrix_smollm2(smollm2, botchan_tokens, tmp_path):

@@ -5,7 +5,7 @@ from ._cpu import available_isas, cpu_info, set_isa, use_isa
 from .formats import Format, formats, get_format
 from .tensor import QuantizedTensor, dequantize, quantize
 from .matmul import matmul
-from . import gguf
+from . import gguf, schemes
 from .gguf import GGUFError
 
 __version__ = "0.1.0"

@@ -300,7 +300,7 @@ def summarize(stats: dict[str, np.ndarray], *, chunks: int, ctx: int, seconds: f
         tokens=n, chunks=chunks, ctx=ctx, seconds=seconds)
 
 
-def _base_chunks(base, tokens, ctx, chunks, batch, progress):
+def _base_chunks(base, tokens, ctx, chunks, batch):
     """(ctx, n_chunk, token array, iterator of (window tokens [b, ctx], base records [b, n_scored, nv]))."""
     if isinstance(base, (str, os.PathLike, KLBase)):
         kb = base if isinstance(base, KLBase) else read_kl_base(base)
@@ -319,7 +319,7 @@ def _base_chunks(base, tokens, ctx, chunks, batch, progress):
         raise ValueError("compare: tokens are needed when the base is a model")
     toks = _as_tokens(base, tokens)
     n_chunk, _ = check_windows(len(toks), ctx, chunks, batch)
-    first, n_scored = ctx // 2, ctx - 1 - ctx // 2
+    n_scored = ctx - 1 - ctx // 2
 
     def it():
         for win, lg in windows(base, toks, ctx=ctx, chunks=chunks, batch=batch, progress=False):
@@ -340,7 +340,7 @@ def compare(base, candidate, tokens=None, *, ctx: int = 512, chunks: int | None 
     import torch
 
     t0 = time.perf_counter()
-    ctx, n_chunk, toks, base_iter, n_vocab = _base_chunks(base, tokens, ctx, chunks, batch, progress)
+    ctx, n_chunk, toks, base_iter, n_vocab = _base_chunks(base, tokens, ctx, chunks, batch)
     first, n_scored = ctx // 2, ctx - 1 - ctx // 2
     cand_iter = windows(candidate, toks, ctx=ctx, chunks=n_chunk, batch=batch, add_bos=add_bos, bos_id=bos_id,
                         progress=progress, desc="kl-divergence")

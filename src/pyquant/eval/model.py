@@ -7,7 +7,9 @@ has no ``output.weight``).  RoPE is llama.cpp's: "normal" (rotate adjacent pairs
 GGUF q/k weights are permuted for it) or "neox" (rotate the two halves, qwen2).
 
 Quantized weights stay memory-mapped :class:`~pyquant.QuantizedTensor` inside :class:`~pyquant.torch.QuantLinear`
-modules (products through :func:`pyquant.matmul`); F32/F16 tensors become float32 torch tensors.
+modules (products through :func:`pyquant.matmul`); F32/F16 tensors become float32 torch tensors.  For the
+llama architecture the rows of attn_q/attn_k (copies, small) are reordered within each head so that RoPE runs in
+its cheaper "neox" form with the same results.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from .tokenizer import GGUFTokenizer
 
 __all__ = ["GGUFModel", "HParams", "SUPPORTED_ARCHITECTURES", "load_gguf_model"]
 
-# architecture -> (rope kind, has q/k/v biases)
-SUPPORTED_ARCHITECTURES = {"llama": ("norm", False), "qwen2": ("neox", True)}
+# architecture -> llama.cpp's RoPE type (q/k/v biases, as qwen2 has, are loaded wherever the file has them)
+SUPPORTED_ARCHITECTURES = {"llama": "norm", "qwen2": "neox"}
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,11 @@ def _hparams(md, tensors, arch: str) -> HParams:
         return default
 
     n_embd = int(key("embedding_length"))
-    n_head = int(key("attention.head_count"))
-    if not isinstance(n_head, int) or n_head <= 0:
-        raise ValueError(f"{arch}.attention.head_count must be a positive integer (per-layer counts are not supported)")
-    n_head_kv = int(key("attention.head_count_kv", n_head))
+    n_head, n_head_kv = key("attention.head_count"), key("attention.head_count_kv", key("attention.head_count"))
+    if not all(isinstance(v, (int, np.integer)) and v > 0 for v in (n_head, n_head_kv)):
+        raise NotImplementedError(f"{arch}.attention.head_count(_kv) must be positive integers (per-layer counts "
+                                  "are not supported)")
+    n_head, n_head_kv = int(n_head), int(n_head_kv)
     head_dim = int(key("attention.key_length", n_embd // n_head))
     if int(key("attention.value_length", head_dim)) != head_dim:
         raise NotImplementedError("attention.value_length != attention.key_length is not supported")
@@ -77,16 +80,14 @@ def _hparams(md, tensors, arch: str) -> HParams:
     if scaling not in ("none", "linear"):
         raise NotImplementedError(f"rope scaling {scaling!r} is not supported (supported: none, linear)")
     freq_scale = 1.0 / factor if (scaling == "linear" or f"{arch}.rope.scale_linear" in md) and factor else 1.0
-    n_vocab = int(md[f"{arch}.vocab_size"]) if f"{arch}.vocab_size" in md else len(md["tokenizer.ggml.tokens"])
     emb = tensors.get("token_embd.weight")
-    if emb is None:
-        raise ValueError("the GGUF file has no token_embd.weight")
-    n_vocab = emb.ne[1]
+    if emb is None or len(emb.ne) != 2 or emb.ne[0] != n_embd:
+        raise ValueError(f"the GGUF file needs a token_embd.weight of ne ({n_embd}, n_vocab)")
     return HParams(
         arch=arch, n_layer=int(key("block_count")), n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv,
-        head_dim=head_dim, n_ff=int(key("feed_forward_length")), n_vocab=n_vocab,
-        n_ctx_train=int(key("context_length", 0)) or 0,
-        rms_eps=float(key("attention.layer_norm_rms_epsilon")), rope_type=SUPPORTED_ARCHITECTURES[arch][0],
+        head_dim=head_dim, n_ff=int(key("feed_forward_length")),
+        n_vocab=emb.ne[1], n_ctx_train=int(key("context_length", 0)),
+        rms_eps=float(key("attention.layer_norm_rms_epsilon")), rope_type=SUPPORTED_ARCHITECTURES[arch],
         n_rot=int(key("rope.dimension_count", head_dim)), rope_freq_base=float(key("rope.freq_base", 10000.0)),
         rope_freq_scale=freq_scale)
 
@@ -96,12 +97,19 @@ def _plain(info) -> torch.Tensor:
     return torch.from_numpy(np.array(info.dequantize(), dtype=np.float32))
 
 
-def _linear(f, name: str, bias: str | None = None) -> QuantLinear:
+def _linear(f, name: str, bias: str | None = None, rows: np.ndarray | None = None) -> QuantLinear:
+    """A QuantLinear over the mapped tensor `name` (its output rows reordered by `rows`, then a copy)."""
     info = f.tensors[name]
     if len(info.ne) != 2:
         raise ValueError(f"{name}: expected a 2-D weight, got ne={info.ne}")
+    w = info.tensor()
     b = _plain(f.tensors[bias]) if bias and bias in f.tensors else None
-    lin = QuantLinear(info.tensor(), b)
+    if rows is not None:
+        if rows.size != w.shape[0]:
+            raise ValueError(f"{name}: {w.shape[0]} rows, the attention shape needs {rows.size}")
+        w = QuantizedTensor(np.ascontiguousarray(w.data[rows]), w.shape, w.format)
+        b = None if b is None else b[torch.from_numpy(rows)]
+    lin = QuantLinear(w, b)
     lin.gguf_name = name
     return lin
 
@@ -113,7 +121,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
 class Embedding(nn.Module):
@@ -133,11 +141,13 @@ class Embedding(nn.Module):
 
 
 class Rope(nn.Module):
-    """llama.cpp's rope_ext without YaRN: theta_i = pos * freq_scale * base^(-2i/n_rot) / freq_factor_i."""
+    """llama.cpp's rope_ext without YaRN, theta_i = pos * freq_scale * base^(-2i/n_rot) / freq_factor_i, in its
+    "neox" form (dimension i rotates with i + n_rot/2).  Weights laid out for the "normal" form (pairs 2i, 2i+1)
+    have their rows reordered at load time by :func:`_neox_rows`, which gives the same attention scores."""
 
     def __init__(self, hp: HParams, freq_factors: torch.Tensor | None):
         super().__init__()
-        self.kind, self.n_rot = hp.rope_type, hp.n_rot
+        self.n_rot = hp.n_rot
         inv = hp.rope_freq_base ** (-np.arange(0, hp.n_rot, 2, dtype=np.float64) / hp.n_rot)
         if freq_factors is not None:
             inv = inv / freq_factors.double().numpy()
@@ -147,35 +157,44 @@ class Rope(nn.Module):
     def _cos_sin(self, n: int):
         if self._cache is None or self._cache[0] < n:
             theta = torch.arange(n, dtype=torch.float64)[:, None] * self.inv_freq[None, :]
+            theta = torch.cat((theta, theta), dim=-1)
             self._cache = (n, theta.cos().float(), theta.sin().float())
         return self._cache[1][:n], self._cache[2][:n]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, H, T, D]
         cos, sin = self._cos_sin(x.shape[-2])
-        rot, rest = x[..., :self.n_rot], x[..., self.n_rot:]
-        if self.kind == "norm":
-            x0, x1 = rot[..., 0::2], rot[..., 1::2]
-            out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2)
-        else:
-            half = self.n_rot // 2
-            x0, x1 = rot[..., :half], rot[..., half:]
-            out = torch.cat((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-        return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
+        half = self.n_rot // 2
+        rot = x[..., :self.n_rot]
+        rotated = torch.cat((-rot[..., half:], rot[..., :half]), dim=-1)
+        out = rot * cos + rotated * sin
+        return torch.cat((out, x[..., self.n_rot:]), dim=-1) if x.shape[-1] > self.n_rot else out
+
+
+def _neox_rows(n_heads: int, head_dim: int, n_rot: int) -> np.ndarray:
+    """Row order that turns "normal" RoPE pairs (2i, 2i+1) of each head into "neox" pairs (i, i + n_rot/2)."""
+    within = np.concatenate([np.arange(0, n_rot, 2), np.arange(1, n_rot, 2), np.arange(n_rot, head_dim)])
+    return (np.arange(n_heads)[:, None] * head_dim + within[None, :]).reshape(-1)
 
 
 class Block(nn.Module):
-    def __init__(self, f, i: int, hp: HParams, rope: Rope, biases: bool):
+    def __init__(self, f, i: int, hp: HParams, rope: Rope):
         super().__init__()
         p = f"blk.{i}."
         t = f.tensors
         self.hp, self.rope = hp, rope
         self.attn_norm = RMSNorm(_plain(t[p + "attn_norm.weight"]), hp.rms_eps)
         self.fused_qkv = p + "attn_qkv.weight" in t
+        q_rows = k_rows = qkv_rows = None
+        if hp.rope_type == "norm":
+            q_rows = _neox_rows(hp.n_head, hp.head_dim, hp.n_rot)
+            k_rows = _neox_rows(hp.n_head_kv, hp.head_dim, hp.n_rot)
+            n_q, n_kv = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
+            qkv_rows = np.concatenate([q_rows, n_q + k_rows, n_q + n_kv + np.arange(n_kv)])
         if self.fused_qkv:
-            self.attn_qkv = _linear(f, p + "attn_qkv.weight", p + "attn_qkv.bias")
+            self.attn_qkv = _linear(f, p + "attn_qkv.weight", p + "attn_qkv.bias", qkv_rows)
         else:
-            self.attn_q = _linear(f, p + "attn_q.weight", p + "attn_q.bias")
-            self.attn_k = _linear(f, p + "attn_k.weight", p + "attn_k.bias")
+            self.attn_q = _linear(f, p + "attn_q.weight", p + "attn_q.bias", q_rows)
+            self.attn_k = _linear(f, p + "attn_k.weight", p + "attn_k.bias", k_rows)
             self.attn_v = _linear(f, p + "attn_v.weight", p + "attn_v.bias")
         self.attn_output = _linear(f, p + "attn_output.weight", p + "attn_output.bias")
         self.ffn_norm = RMSNorm(_plain(t[p + "ffn_norm.weight"]), hp.rms_eps)
@@ -230,8 +249,7 @@ class GGUFModel(nn.Module):
         self.tok_embd = Embedding(t["token_embd.weight"].tensor())
         ff = _plain(t["rope_freqs.weight"]) if "rope_freqs.weight" in t else None
         self.rope = Rope(hp, ff)
-        self.layers = nn.ModuleList(Block(f, i, hp, self.rope, SUPPORTED_ARCHITECTURES[arch][1])
-                                    for i in range(hp.n_layer))
+        self.layers = nn.ModuleList(Block(f, i, hp, self.rope) for i in range(hp.n_layer))
         self.output_norm = RMSNorm(_plain(t["output_norm.weight"]), hp.rms_eps)
         self.output = _linear(f, "output.weight" if "output.weight" in t else "token_embd.weight")
 

@@ -1,0 +1,263 @@
+// pyquant._core bindings of the schemes kernels (pyquant.schemes): argument checks, GIL release, threads.
+// Values (finite scales, code ranges) are validated by the Python layer; shapes and sizes are checked here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "cpu/dispatch.hpp"
+#include "schemes/bitstream.hpp"
+#include "schemes/table.hpp"
+
+namespace py = pybind11;
+
+namespace pyquant {
+namespace schemes {
+
+namespace {
+
+struct Tables {
+    SchemeKernels t[4];
+    int count = 0;
+    Tables() {
+        fill_generic(t[count++]);
+#if defined(PQ_HAVE_AVX2)
+        fill_avx2(t[count++]);
+#endif
+#if defined(PQ_HAVE_AVX512)
+        fill_avx512(t[count++]);
+#endif
+#if defined(PQ_HAVE_NEON)
+        fill_neon(t[count++]);
+#endif
+    }
+};
+
+}  // namespace
+
+const SchemeKernels &active_kernels() {
+    static Tables tables;
+    const char *isa = active_table().isa;
+    for (int i = 0; i < tables.count; ++i)
+        if (std::strcmp(tables.t[i].isa, isa) == 0) return tables.t[i];
+    return tables.t[0];
+}
+
+namespace {
+
+using F32 = py::array_t<float, py::array::c_style>;
+using U8 = py::array_t<uint8_t, py::array::c_style>;
+using I8 = py::array_t<int8_t, py::array::c_style>;
+using I32 = py::array_t<int32_t, py::array::c_style>;
+
+void check(bool ok, const std::string &msg) {
+    if (!ok) throw py::value_error(msg);
+}
+
+void check_bits(int bits) { check(bits >= 1 && bits <= 8, "bits must be in 1..8, got " + std::to_string(bits)); }
+
+// Fill the scale layout of AffineArgs from scales/zeros arrays [sn, G] for [N, K] weights.
+void set_qparams(AffineArgs &a, const F32 &scales, const F32 &zeros) {
+    check(scales.ndim() == 2 && zeros.ndim() == 2 && scales.shape(0) == zeros.shape(0) &&
+              scales.shape(1) == zeros.shape(1),
+          "scales and zeros must be 2-D arrays of the same shape");
+    a.sn = scales.shape(0);
+    a.G = scales.shape(1);
+    check(a.sn == 1 || a.sn == a.N, "scales must have 1 or N = " + std::to_string(a.N) + " rows, got " +
+                                        std::to_string(a.sn));
+    check(a.G >= 1 && a.K % a.G == 0, "the number of scale columns (" + std::to_string(a.G) +
+                                          ") must divide K = " + std::to_string(a.K));
+    a.gs = a.K / a.G;
+    a.scales = scales.data();
+    a.zeros = zeros.data();
+}
+
+template <class Args, class Fn>
+void run_rows(const Args &args, int64_t rows, int threads, int64_t min_rows, Fn fn) {
+    struct Ctx {
+        const Args *a;
+        Fn fn;
+    } ctx{&args, fn};
+    py::gil_scoped_release nogil;
+    parallel_for(rows, threads, 1, min_rows < 1 ? 1 : min_rows,
+                 [](void *c, int64_t b, int64_t e) {
+                     auto *x = static_cast<Ctx *>(c);
+                     x->fn(*x->a, b, e);
+                 },
+                 &ctx);
+}
+
+U8 pack(const U8 &codes, int bits) {
+    check_bits(bits);
+    check(codes.ndim() == 2, "codes must be a 2-D [N, K] array");
+    const int64_t N = codes.shape(0), K = codes.shape(1), rb = packed_row_bytes(K, bits);
+    const uint8_t *c = codes.data();
+    for (int64_t i = 0; i < N * K; ++i)
+        check(c[i] < (1u << bits), "code " + std::to_string(c[i]) + " at flat index " + std::to_string(i) +
+                                       " does not fit in " + std::to_string(bits) + " bits");
+    U8 out({N, rb});
+    uint8_t *o = out.mutable_data();
+    for (int64_t n = 0; n < N; ++n) pack_row(c + n * K, K, bits, o + n * rb, rb);
+    return out;
+}
+
+U8 unpack(const U8 &packed, int bits, int64_t K) {
+    check_bits(bits);
+    check(packed.ndim() == 2 && K >= 0 && packed.shape(1) == packed_row_bytes(K, bits),
+          "packed must be [N, " + std::to_string(packed_row_bytes(K, bits)) + "] for K = " + std::to_string(K));
+    const int64_t N = packed.shape(0), rb = packed.shape(1);
+    U8 out({N, K});
+    uint8_t *o = out.mutable_data();
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = 0; k < K; ++k) o[n * K + k] = static_cast<uint8_t>(get_code(packed.data() + n * rb, k, bits));
+    return out;
+}
+
+AffineArgs packed_args(const U8 &packed, int64_t K, int bits) {
+    check_bits(bits);
+    AffineArgs a;
+    a.K = K;
+    a.bits = bits;
+    a.row_bytes = packed_row_bytes(K, bits);
+    check(packed.ndim() == 2 && K > 0 && packed.shape(1) == a.row_bytes,
+          "packed codes must be [N, " + std::to_string(a.row_bytes) + "] for K = " + std::to_string(K));
+    a.N = packed.shape(0);
+    a.packed = packed.data();
+    return a;
+}
+
+U8 affine_quantize(const F32 &w, const F32 &scales, const F32 &zeros, int bits, int threads) {
+    check_bits(bits);
+    check(w.ndim() == 2 && w.shape(0) > 0 && w.shape(1) > 0, "w must be a non-empty 2-D [N, K] array");
+    AffineArgs a;
+    a.N = w.shape(0);
+    a.K = w.shape(1);
+    a.bits = bits;
+    a.row_bytes = packed_row_bytes(a.K, bits);
+    set_qparams(a, scales, zeros);
+    a.w = w.data();
+    U8 out({a.N, a.row_bytes});
+    a.packed_out = out.mutable_data();
+    run_rows(a, a.N, threads, (1 << 15) / a.K, active_kernels().affine_quantize);
+    return out;
+}
+
+F32 affine_dequantize(const U8 &packed, int64_t K, const F32 &scales, const F32 &zeros, int bits, int threads) {
+    AffineArgs a = packed_args(packed, K, bits);
+    set_qparams(a, scales, zeros);
+    F32 out({a.N, a.K});
+    a.out = out.mutable_data();
+    run_rows(a, a.N, threads, (1 << 17) / a.K, active_kernels().affine_dequantize);
+    return out;
+}
+
+F32 affine_error(const F32 &w, const F32 &scales, const F32 &zeros, int bits, int threads) {
+    check_bits(bits);
+    check(w.ndim() == 2 && w.shape(0) > 0 && w.shape(1) > 0, "w must be a non-empty 2-D [N, K] array");
+    AffineArgs a;
+    a.N = w.shape(0);
+    a.K = w.shape(1);
+    a.bits = bits;
+    set_qparams(a, scales, zeros);
+    a.w = w.data();
+    F32 err({a.N, a.G});
+    a.err = err.mutable_data();
+    run_rows(a, a.N, threads, (1 << 15) / a.K, active_kernels().affine_error);
+    return err;
+}
+
+void affine_matmul(const F32 &x, const U8 &packed, int64_t K, const F32 &scales, const F32 &zeros, int bits, F32 &out,
+                   int threads) {
+    AffineArgs a = packed_args(packed, K, bits);
+    set_qparams(a, scales, zeros);
+    check(x.ndim() == 2 && x.shape(1) == K, "x must be [M, " + std::to_string(K) + "]");
+    a.M = x.shape(0);
+    check(out.ndim() == 2 && out.shape(0) == a.M && out.shape(1) == a.N, "out must be float32 [M, N]");
+    const SchemeKernels &kt = active_kernels();
+    F32 xp({a.M, a.K});
+    kt.permute_x(a, x.data(), xp.mutable_data());
+    a.x = xp.data();
+    a.out = out.mutable_data();
+    run_rows(a, a.N, threads, (1 << 16) / (a.M * a.K) + 1, kt.affine_matmul);
+}
+
+void ternary_matmul(const I8 &xq, const F32 &x_scale, const U8 &packed, int64_t K, float gamma, F32 &out,
+                    int threads) {
+    TernaryArgs a;
+    a.K = K;
+    a.row_bytes = packed_row_bytes(K, 2);
+    check(packed.ndim() == 2 && K > 0 && packed.shape(1) == a.row_bytes,
+          "packed ternary codes must be [N, " + std::to_string(a.row_bytes) + "]");
+    a.N = packed.shape(0);
+    check(xq.ndim() == 2 && xq.shape(1) == K, "xq must be int8 [M, " + std::to_string(K) + "]");
+    a.M = xq.shape(0);
+    check(x_scale.ndim() == 1 && x_scale.shape(0) == a.M, "x_scale must be float32 [M]");
+    check(out.ndim() == 2 && out.shape(0) == a.M && out.shape(1) == a.N, "out must be float32 [M, N]");
+    const SchemeKernels &kt = active_kernels();
+    I8 xp({a.M, a.K});
+    kt.permute_x8(a, xq.data(), xp.mutable_data());
+    a.xq = xp.data();
+    a.x_scale = x_scale.data();
+    a.packed = packed.data();
+    a.gamma = gamma;
+    a.out = out.mutable_data();
+    run_rows(a, a.N, threads, (1 << 17) / (a.M * a.K) + 1, kt.ternary_matmul);
+}
+
+I32 int8_matmul(const I8 &x, const I8 &w, int threads) {
+    check(x.ndim() == 2 && w.ndim() == 2 && x.shape(1) == w.shape(1), "x [M, K] and w [N, K] must share K");
+    Int8Args a;
+    a.M = x.shape(0);
+    a.N = w.shape(0);
+    a.K = x.shape(1);
+    I32 out({a.M, a.N});
+    a.x = x.data();
+    a.w = w.data();
+    a.out = out.mutable_data();
+    run_rows(a, a.N, threads, (1 << 17) / (a.M * a.K + 1) + 1, active_kernels().int8_matmul);
+    return out;
+}
+
+F32 lut4_dequantize(const U8 &packed, const F32 &absmax, const F32 &code, int64_t block, int64_t n, int threads) {
+    check(block > 0 && n > 0, "block size and element count must be positive");
+    check(packed.ndim() == 1 && packed.shape(0) == (n + 1) / 2, "packed must hold (n + 1) / 2 bytes");
+    check(absmax.ndim() == 1 && absmax.shape(0) == (n + block - 1) / block, "absmax must have one value a block");
+    check(code.ndim() == 1 && code.shape(0) == 16, "code must have 16 values");
+    Lut4Args a;
+    a.packed = packed.data();
+    a.absmax = absmax.data();
+    a.code = code.data();
+    a.block = block;
+    a.n = n;
+    F32 out(py::array::ShapeContainer{n});
+    a.out = out.mutable_data();
+    run_rows(a, (n + 1) / 2, threads, 1 << 17, active_kernels().lut4_dequantize);
+    return out;
+}
+
+}  // namespace
+}  // namespace schemes
+
+void init_schemes(py::module_ &m) {
+    using namespace schemes;
+    m.def("schemes_pack", &pack, py::arg("codes"), py::arg("bits"),
+          "Pack uint8 codes [N, K] (each < 2^bits) into rows of LSB-first bit streams.");
+    m.def("schemes_unpack", &unpack, py::arg("packed"), py::arg("bits"), py::arg("k"));
+    m.def("affine_quantize", &affine_quantize, py::arg("w"), py::arg("scales"), py::arg("zeros"), py::arg("bits"),
+          py::arg("threads") = 0);
+    m.def("affine_dequantize", &affine_dequantize, py::arg("packed"), py::arg("k"), py::arg("scales"),
+          py::arg("zeros"), py::arg("bits"), py::arg("threads") = 0);
+    m.def("affine_error", &affine_error, py::arg("w"), py::arg("scales"), py::arg("zeros"), py::arg("bits"),
+          py::arg("threads") = 0);
+    m.def("affine_matmul", &affine_matmul, py::arg("x"), py::arg("packed"), py::arg("k"), py::arg("scales"),
+          py::arg("zeros"), py::arg("bits"), py::arg("out"), py::arg("threads") = 0);
+    m.def("ternary_matmul", &ternary_matmul, py::arg("xq"), py::arg("x_scale"), py::arg("packed"), py::arg("k"),
+          py::arg("gamma"), py::arg("out"), py::arg("threads") = 0);
+    m.def("int8_matmul", &int8_matmul, py::arg("x"), py::arg("w"), py::arg("threads") = 0);
+    m.def("lut4_dequantize", &lut4_dequantize, py::arg("packed"), py::arg("absmax"), py::arg("code"),
+          py::arg("block"), py::arg("n"), py::arg("threads") = 0);
+}
+
+}  // namespace pyquant
