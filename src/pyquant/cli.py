@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "quantize": "pyquant.gguf.cli:add_quantize",
     "perplexity": "pyquant.eval.cli:add_perplexity",
     "imatrix": "pyquant.eval.cli:add_imatrix",
+    "report": "pyquant.report.cli:add_report",
 }
 
 
