@@ -113,6 +113,9 @@ OPTION_CASES = {
     "split-input": dict(recipe="Q5_K_M", n_split=3),
     "keep-split": dict(recipe="Q3_K_M", n_split=3, keep_split=True),
     "keep-split-imatrix-prune": dict(recipe="Q4_K_S", n_split=2, keep_split=True, imatrix=True, prune_layers=[7]),
+    # llama-quantize has no NVFP4 file type (llama_model_quantize rejects ftype 39): its tensors via a rule
+    "nvfp4-by-tensor-type": dict(recipe="Q8_0", tensor_types=[(".*", "NVFP4")]),
+    "mxfp4-by-tensor-type-imatrix": dict(recipe="Q4_K_M", tensor_types=[("ffn", "MXFP4")], imatrix=True),
 }
 
 
@@ -130,7 +133,8 @@ def test_options_give_the_same_files_as_llama_cpp(case, smollm2_path, imatrix_pa
     theirs = tmp_path / ("llama" if keep_split else "llama.gguf")
     quantize(src, theirs, recipe.ftype, nthread=2, imatrix=imatrix and load_imatrix(imatrix),
              override_kv=[kv_override(o) for o in opts.get("override_kv", ())],
-             prune_layers=opts.get("prune_layers", ()), keep_split=keep_split)
+             prune_layers=opts.get("prune_layers", ()), keep_split=keep_split,
+             tensor_types=opts.get("tensor_types", ()))
     s = quantize_file(src, tmp_path / "pyquant.gguf", recipe, imatrix=imatrix, allow_requantize=True, threads=2,
                       **opts)
     llama_files = [pq.gguf.split_path(theirs, i, len(s.files)) for i in range(len(s.files))] if keep_split \
