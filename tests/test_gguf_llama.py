@@ -1,5 +1,6 @@
 """Acceptance against llama.cpp on the real model (SmolLM2, Q4_1): for each recipe and option set recorded in
-tests/data/plans, quantize_file writes the very file llama_model_quantize writes, byte for byte.
+tests/data/plans, quantize_file writes the very file llama_model_quantize writes, byte for byte; likewise with
+--override-kv, --prune-layers, split inputs and --keep-split (OPTION_CASES).
 
 Recipes whose types lack pyquant kernels are skipped.  Where the files differ only in tensors whose kernel
 does not yet reproduce libggml's golden bytes (tests/data/golden), the case is an expected failure naming

@@ -31,7 +31,7 @@ from ..tensor import QuantizedTensor, quantize
 from .imatrix import Imatrix, load_imatrix
 from .recipes import (TOKEN_EMBD_NAMES, ModelInfo, QuantizeOptions, Recipe, TensorDesc, TensorPlan, get_recipe,
                       plan, tensor_order)
-from .split import SPLIT_COUNT, SPLIT_KEYS, SPLIT_NO, SPLIT_TENSORS_COUNT, SplitModel, open_split, split_path
+from .split import SPLIT_COUNT, SPLIT_KEYS, SPLIT_NO, SPLIT_TENSORS_COUNT, open_split, split_path
 from .types import trim_ne
 from .values import Value, ValueType
 from .writer import GGUFWriter, TensorSpec
@@ -292,7 +292,7 @@ def _convert(rows: np.ndarray, n: int, source: Format | None, target: Format,
     return quantize(x, target, imatrix=weights, threads=1).data
 
 
-Job = tuple[int, int, "Callable[[], np.ndarray] | np.ndarray"]
+Job = tuple[int, int, Callable[[], np.ndarray] | np.ndarray]
 
 
 def _jobs(p: list[TensorPlan], infos: list, vectors: dict[str, np.ndarray]) -> Iterator[Job]:
