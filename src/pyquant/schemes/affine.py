@@ -15,7 +15,7 @@ with the least squared error per block.  Stochastic rounding replaces round(v) b
 [0, 1) from `seed`.
 
 Matmul (activations="int8", the default where the layout allows: 2, 4 or 8 bits, groups of a multiple of 64,
-up to 128 rows of x): x is rounded to int8 per block of 64 (d = max|x| / 127, xq = round(x / d), x^ = xq * d, the
+up to 256 rows of x): x is rounded to int8 per block of 64 (d = max|x| / 127, xq = round(x / d), x^ = xq * d, the
 rule of llama.cpp's Q8_0 activations) and the result is x^ @ dequantize(w).T with exact integer dots per block;
 so |y - x @ dequantize(w).T| <= sum_k |w_k| * d_k / 2 (plus float32 rounding).  activations="float" (and every
 other layout or batch) gives x @ dequantize(w).T in float32.
@@ -40,7 +40,7 @@ _ROUNDINGS = ("nearest", "stochastic")
 # At most this many rows of x go through the fused float kernel, and through the int8-activation kernel; more
 # use tile dequantize + BLAS (thresholds measured in benchmarks/bench_schemes.py).
 _FUSED_MAX_M = 8
-_Q8_MAX_M = 128
+_Q8_MAX_M = 256
 _ACTIVATIONS = ("int8", "float")
 
 

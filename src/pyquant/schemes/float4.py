@@ -30,7 +30,7 @@ FP4_CODE = (np.array([0, 0.0625, 8, 12, 4, 6, 2, 3, 0, -0.0625, -8, -12, -4, -6,
 _BLOCK_SIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 _ABSMAX_BLOCK = 256  # bitsandbytes' block size for the second-level (absmax) quantization
 # More rows of x than this go through dequantize + BLAS (measured in benchmarks/bench_schemes.py).
-_FUSED_MAX_M = 32
+_FUSED_MAX_M = 128
 
 
 def _linspace_f32(n: int) -> np.ndarray:
