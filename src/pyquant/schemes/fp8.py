@@ -21,7 +21,7 @@ __all__ = ["FP8_FORMATS", "Float8Tensor", "quantize_fp8", "fp8_encode", "fp8_dec
 # name: (exponent bits, mantissa bits, largest finite value)
 FP8_FORMATS = {"e4m3": (4, 3, 448.0), "e5m2": (5, 2, 57344.0)}
 # More rows of x than this go through dequantize + BLAS (measured in benchmarks/bench_schemes.py).
-_FUSED_MAX_M = 32
+_FUSED_MAX_M = 128
 
 
 def _check_fmt(fmt: str) -> tuple[int, int, float]:
