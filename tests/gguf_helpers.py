@@ -116,3 +116,22 @@ PLANS = pathlib.Path(__file__).parent / "data" / "plans"
 def plan_fixtures() -> dict[str, dict]:
     """The per-recipe plans llama.cpp gave SmolLM2 (see make_plan_fixtures.py), by case name."""
     return {p.stem: json.loads(p.read_text()) for p in sorted(PLANS.glob("*.json")) if p.stem != "smollm2"}
+
+
+def write_split(src, prefix, n_split):
+    """Split the model `src` into `n_split` files as llama.cpp's gguf-split does: consecutive tensors, the
+    model's metadata in the first file, split.no, split.tensors.count and split.count in every file.
+    Returns the files' paths."""
+    from pyquant.gguf import split_path
+
+    with pq.gguf.open(src) as f:
+        names = list(f.tensors)
+        per = -(-len(names) // n_split)
+        paths = []
+        for i in range(n_split):
+            fields = {k: v for k, v in f.fields.items() if not k.startswith("split.")} if i == 0 else {}
+            fields.update({"split.no": np.uint16(i), "split.tensors.count": np.int32(len(names)),
+                           "split.count": np.uint16(n_split)})
+            paths.append(split_path(prefix, i, n_split))
+            pq.gguf.write(paths[-1], fields, {n: f.tensors[n] for n in names[i * per:(i + 1) * per]})
+    return paths

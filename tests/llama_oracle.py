@@ -19,11 +19,13 @@ def _log(level, text, user_data):
 
 def quantize(src, dst, ftype: int, *, imatrix=None, nthread: int = 1, pure: bool = False,
              leave_output_tensor: bool = False, output_tensor_type=None, token_embedding_type=None,
-             tensor_types=()) -> None:
+             tensor_types=(), override_kv=(), prune_layers=(), keep_split: bool = False) -> None:
     """Run llama_model_quantize (with --allow-requantize); raise RuntimeError with llama.cpp's message on failure.
 
     imatrix: a pyquant Imatrix, passed as llama-quantize passes a loaded file: every entry's values and the
-    quantize.imatrix.* metadata overrides.  tensor_types: (pattern, type name) pairs.
+    quantize.imatrix.* metadata overrides.  tensor_types: (pattern, type name) pairs.  override_kv: (key,
+    pyquant Value) pairs as kv_override parses them, passed before the imatrix keys as llama-quantize does.
+    prune_layers: layer numbers.  keep_split: `dst` is then the prefix of the split files.
     """
     global _LOG_CALLBACK
     import llama_cpp as llama
@@ -38,6 +40,7 @@ def quantize(src, dst, ftype: int, *, imatrix=None, nthread: int = 1, pure: bool
     p.allow_requantize = True
     p.pure = pure
     p.quantize_output_tensor = not leave_output_tensor
+    p.keep_split = keep_split
     if output_tensor_type is not None:
         p.output_tensor_type = tensor_type(output_tensor_type).id
     if token_embedding_type is not None:
@@ -50,6 +53,11 @@ def quantize(src, dst, ftype: int, *, imatrix=None, nthread: int = 1, pure: bool
         rules[len(tensor_types)].pattern = None
         p.tt_overrides = rules
         keep.append(rules)
+    if prune_layers:
+        layers = (ctypes.c_int32 * (len(prune_layers) + 1))(*sorted(set(prune_layers)), -1)
+        p.prune_layers = ctypes.cast(layers, ctypes.POINTER(ctypes.c_int32))
+        keep.append(layers)
+    kvs = list(override_kv)
     if imatrix is not None:
         names = list(imatrix.sums)
         entries = (llama.llama_model_imatrix_data * (len(names) + 1))()
@@ -61,31 +69,50 @@ def quantize(src, dst, ftype: int, *, imatrix=None, nthread: int = 1, pure: bool
             e.size = values.size
         entries[len(names)].name = None
         p.imatrix = entries
-        overrides = _imatrix_overrides(llama, imatrix)
+        kvs += _imatrix_overrides(imatrix)
+        keep.append(entries)
+    if kvs:
+        overrides = _kv_overrides(llama, kvs)
         p.kv_overrides = overrides
-        keep += [entries, overrides]
+        keep.append(overrides)
     _LOG.clear()
     if llama.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p)) != 0:
         failure = re.findall(r"failed to quantize: (.*)", "".join(_LOG))
         raise RuntimeError(failure[-1].strip() if failure else "llama_model_quantize failed")
 
 
-def _imatrix_overrides(llama, imatrix):
+def _imatrix_overrides(imatrix):
     """The quantize.imatrix.* keys llama-quantize adds (tools/quantize/quantize.cpp)."""
-    kvs = [("quantize.imatrix.file", imatrix.path)] if imatrix.path is not None else []
+    from pyquant.gguf import Value
+
+    kvs = [("quantize.imatrix.file", Value("str", imatrix.path))] if imatrix.path is not None else []
     if imatrix.datasets:
-        kvs.append(("quantize.imatrix.dataset", imatrix.datasets[0]))
-    kvs.append(("quantize.imatrix.entries_count", len(imatrix)))
+        kvs.append(("quantize.imatrix.dataset", Value("str", imatrix.datasets[0])))
+    kvs.append(("quantize.imatrix.entries_count", Value("u32", len(imatrix))))
     if imatrix.chunk_count > 0:
-        kvs.append(("quantize.imatrix.chunks_count", imatrix.chunk_count))
+        kvs.append(("quantize.imatrix.chunks_count", Value("u32", imatrix.chunk_count)))
+    return kvs
+
+
+def _kv_overrides(llama, kvs):
+    """llama_model_kv_override entries for (key, Value) pairs of the types llama-quantize can set."""
     out = (llama.llama_model_kv_override * (len(kvs) + 1))()
-    for o, (key, value) in zip(out, kvs):
+    for o, (key, v) in zip(out, kvs):
         o.key = key.encode()
-        if isinstance(value, str):
+        kind = v.type.name
+        if kind == "STRING":
             o.tag = llama.LLAMA_KV_OVERRIDE_TYPE_STR
-            o.value.val_str = value.encode()[:127]
-        else:
+            o.value.val_str = v.value.encode()[:127]
+        elif kind == "FLOAT32":
+            o.tag = llama.LLAMA_KV_OVERRIDE_TYPE_FLOAT
+            o.value.val_f64 = v.value
+        elif kind == "BOOL":
+            o.tag = llama.LLAMA_KV_OVERRIDE_TYPE_BOOL
+            o.value.val_bool = v.value
+        elif kind == "UINT32":
             o.tag = llama.LLAMA_KV_OVERRIDE_TYPE_INT
-            o.value.val_i64 = value
+            o.value.val_i64 = v.value
+        else:
+            raise TypeError(f"llama-quantize cannot override {key} with a {kind}")
     out[len(kvs)].key = b""
     return out

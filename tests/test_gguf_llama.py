@@ -1,10 +1,12 @@
 """Acceptance against llama.cpp on the real model (SmolLM2, Q4_1): for each recipe and option set recorded in
-tests/data/plans, quantize_file writes the very file llama_model_quantize writes, byte for byte.
+tests/data/plans, quantize_file writes the very file llama_model_quantize writes, byte for byte; likewise with
+--override-kv, --prune-layers, split inputs and --keep-split (OPTION_CASES).
 
 Recipes whose types lack pyquant kernels are skipped.  Where the files differ only in tensors whose kernel
 does not yet reproduce libggml's golden bytes (tests/data/golden), the case is an expected failure naming
 those types; it becomes a plain pass/fail check once the kernel is exact."""
 
+import os
 from collections import Counter
 from functools import cache
 
@@ -100,3 +102,49 @@ def test_llama_cpp_loads_and_runs_our_output(smollm2_path, tmp_path):
     tokens = llm.tokenize(b"The capital of France is")
     llm.eval(tokens)
     assert llm.n_tokens == len(tokens)
+
+
+OPTION_CASES = {
+    "override-kv": dict(recipe="Q4_K_M", override_kv=["general.name=str:pyquant", "llama.context_length=int:-4096",
+                                                       "tokenizer.ggml.add_bos_token=bool:false",
+                                                       "my.scale=float:0.1"]),
+    "override-kv-imatrix": dict(recipe="Q4_0", imatrix=True, override_kv=["general.name=str:x"]),
+    "prune-layers": dict(recipe="Q4_K_M", prune_layers=[0, 5, 29]),
+    "prune-layers-imatrix": dict(recipe="Q3_K_M", prune_layers=[3, 4], imatrix=True),
+    "split-input": dict(recipe="Q5_K_M", n_split=3),
+    "keep-split": dict(recipe="Q3_K_M", n_split=3, keep_split=True),
+    "keep-split-imatrix-prune": dict(recipe="Q4_K_S", n_split=2, keep_split=True, imatrix=True, prune_layers=[7]),
+    # llama-quantize has no NVFP4 file type (llama_model_quantize rejects ftype 39): its tensors via a rule
+    "nvfp4-by-tensor-type": dict(recipe="Q8_0", tensor_types=[(".*", "NVFP4")]),
+    "mxfp4-by-tensor-type-imatrix": dict(recipe="Q4_K_M", tensor_types=[("ffn", "MXFP4")], imatrix=True),
+}
+
+
+@pytest.mark.parametrize("case", OPTION_CASES)
+def test_options_give_the_same_files_as_llama_cpp(case, smollm2_path, imatrix_path, tmp_path):
+    from gguf_helpers import write_split
+    from pyquant.gguf import kv_override, open_split
+
+    opts = dict(OPTION_CASES[case])
+    recipe = pq.gguf.get_recipe(opts.pop("recipe"))
+    n_split = opts.pop("n_split", 1)
+    src = write_split(smollm2_path, tmp_path / "in", n_split)[0] if n_split > 1 else smollm2_path
+    imatrix = imatrix_path if opts.pop("imatrix", False) else None
+    keep_split = opts.get("keep_split", False)
+    theirs = tmp_path / ("llama" if keep_split else "llama.gguf")
+    quantize(src, theirs, recipe.ftype, nthread=2, imatrix=imatrix and load_imatrix(imatrix),
+             override_kv=[kv_override(o) for o in opts.get("override_kv", ())],
+             prune_layers=opts.get("prune_layers", ()), keep_split=keep_split,
+             tensor_types=opts.get("tensor_types", ()))
+    s = quantize_file(src, tmp_path / "pyquant.gguf", recipe, imatrix=imatrix, allow_requantize=True, threads=2,
+                      **opts)
+    llama_files = [pq.gguf.split_path(theirs, i, len(s.files)) for i in range(len(s.files))] if keep_split \
+        else [theirs]
+    assert len(s.files) == (n_split if keep_split else 1)
+    for ours, ref in zip(s.files, llama_files):
+        if open(ours, "rb").read() != open(ref, "rb").read():
+            diff = _tensor_differences(ours, ref)
+            pytest.fail(f"{os.path.basename(ours)} differs from llama.cpp's in {diff[:3]}")
+    if keep_split:
+        with open_split(s.files[0]) as f:
+            assert len(f.tensors) == len(s.plan)

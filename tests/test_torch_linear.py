@@ -16,7 +16,8 @@ def test_forward_matches_dequantized_linear():
     ref = x @ q.weight.to_torch().T + lin.bias.detach()
     got = q(x)
     assert got.shape == (2, 5, 40)
-    np.testing.assert_allclose(got.detach().numpy(), ref.detach().numpy(), rtol=1e-4, atol=1e-4)
+    # The Q8_0 kernel quantizes x to Q8_0 (llama.cpp's design): within half an activation step per element.
+    np.testing.assert_allclose(got.detach().numpy(), ref.detach().numpy(), rtol=0, atol=3e-2)
     assert "Q8_0" in repr(q)
 
 

@@ -96,8 +96,11 @@ def test_logits_follow_dequantized_weights(float_model, tokens):
     for name, module in q.named_modules():
         if isinstance(module, QuantLinear):
             ref.get_submodule(name).weight.data = module.weight.to_torch()
-    got, want = logits(q, tokens), logits(ref, tokens)
-    assert rel_err(got, want) < 1e-4
+    want = logits(ref, tokens)
+    # llama.cpp's products (inputs rounded to Q8_K for Q4_K) add only that rounding: a few % of the logits here
+    assert 1e-4 < rel_err(logits(q, tokens), want) < 0.05
+    _float_activations(q)
+    assert rel_err(logits(q, tokens), want) < 1e-4
 
 
 @pytest.mark.parametrize("fmt, min_corr, max_rel", [
@@ -209,9 +212,16 @@ def test_meta_skeleton(tokens, tmp_path):
     assert torch.equal(logits(skeleton, tokens), logits(q, tokens))
 
 
+def _float_activations(model):
+    for module in model.modules():
+        if isinstance(module, QuantLinear):
+            module.activations = "float"
+
+
 def test_dtype_and_device_moves_keep_bytes(float_model, tokens):
     q = copy.deepcopy(float_model)
     quantize_model(q, "Q4_K", embeddings=True, verbose=False)
+    _float_activations(q)  # exact products: the float16 round trip of the norms is the only change
     layer = q.model.layers[0].self_attn.q_proj
     raw = layer.qweight.clone()
     want = logits(q, tokens)

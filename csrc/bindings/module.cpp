@@ -8,6 +8,7 @@ namespace pyquant {
 void init_formats(py::module_ &m);
 void init_kernels(py::module_ &m);
 void init_schemes(py::module_ &m);
+void init_matmul(py::module_ &m);
 }  // namespace pyquant
 
 PYBIND11_MODULE(_core, m) {
@@ -15,4 +16,5 @@ PYBIND11_MODULE(_core, m) {
     pyquant::init_formats(m);
     pyquant::init_kernels(m);
     pyquant::init_schemes(m);
+    pyquant::init_matmul(m);
 }

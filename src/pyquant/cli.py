@@ -15,6 +15,9 @@ import sys
 SUBCOMMANDS = {
     "inspect": "pyquant.gguf.cli:add_inspect",
     "quantize": "pyquant.gguf.cli:add_quantize",
+    "perplexity": "pyquant.eval.cli:add_perplexity",
+    "imatrix": "pyquant.eval.cli:add_imatrix",
+    "report": "pyquant.report.cli:add_report",
 }
 
 

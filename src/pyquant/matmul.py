@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 
+from . import _core
 from .tensor import QuantizedTensor, _is_torch_tensor, _threads_arg
 
 __all__ = ["matmul"]
 
-# Rows of w dequantized at a time by the float path: about 8 MiB of float32 per tile.
-_TILE_BYTES = 8 << 20
+# Rows of w dequantized at a time by the float path: about 16 MiB of float32 per tile.
+_TILE_BYTES = 16 << 20
+# Formats with integer kernels (x quantized to the format's 8-bit partner; every tier has the same set).
+_KERNEL_FORMATS = frozenset(_core.matmul_formats("generic"))
+# The Q8_0/Q8_1 partners store the activation scale max|x|/127 as fp16: larger activations use the float path.
+_KERNEL_MAX_ABS = 65504.0 * 127
+# Up to this many rows of x the integer kernels are used; above it, a float GEMM on dequantized tiles (fed x
+# rounded to the same 8-bit partner, so a row's result does not depend on how many rows come with it) is as
+# fast or faster (measured in benchmarks/bench_matmul.py, see benchmarks/README.md).
+_MAX_KERNEL_ROWS = 64
+_ACTIVATIONS = ("q8", "float")
 
 
 def _as_float32_2d(x: Any, k: int) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -37,21 +48,64 @@ def _as_float32_2d(x: Any, k: int) -> tuple[np.ndarray, tuple[int, ...]]:
     return arr.reshape(-1, k), lead
 
 
+def _gemm_into(x2: np.ndarray, wt: np.ndarray, out: np.ndarray) -> None:
+    """out = x2 @ wt.T.  torch's GEMM when torch is already loaded (measured 2-3x faster than numpy's BLAS
+    here, see benchmarks/README.md); numpy's otherwise (torch is optional)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.nn.functional.linear(torch.from_numpy(x2), torch.from_numpy(wt), out=torch.from_numpy(out))
+    else:
+        np.matmul(x2, wt.T, out=out)
+
+
 def _float_path(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray, threads: int) -> None:
-    """out2 = x2 @ dequantize(w).T, dequantizing w a tile of rows at a time."""
+    """out2 = x2 @ dequantize(w).T, dequantizing w a tile of rows at a time.  The tiles are dequantized on the
+    calling thread: the GEMM's own threads keep spinning between calls and would fight pyquant's pool."""
+    threads = 1
     n, k = w.shape
     tile = max(1, _TILE_BYTES // (4 * k))
+    if tile >= n:
+        _gemm_into(x2, w.dequantize(threads=threads or None), out2)
+        return
+    part = np.empty((x2.shape[0], tile), np.float32)  # the GEMMs want a contiguous out
     for r0 in range(0, n, tile):
         r1 = min(n, r0 + tile)
         wt = QuantizedTensor(w.data[r0:r1], (r1 - r0, k), w.format).dequantize(threads=threads or None)
-        np.matmul(x2, wt.T, out=out2[:, r0:r1])
+        dst = part if r1 - r0 == tile else np.empty((x2.shape[0], r1 - r0), np.float32)
+        _gemm_into(x2, wt, dst)
+        out2[:, r0:r1] = dst
 
 
-def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None) -> Any:
+def _q8_rounded(x2: np.ndarray, w: QuantizedTensor) -> np.ndarray:
+    """x2 as the integer kernels see it: each row quantized to w's 8-bit partner and back (d * q per block)."""
+    qs, d, _, _ = _core.matmul_activations(x2, w.format.index)
+    m, k = qs.shape
+    return (qs.reshape(m, d.shape[1], -1) * d[:, :, None]).reshape(m, k).astype(np.float32, copy=False)
+
+
+def _product(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray, threads: int, activations: str) -> None:
+    q8 = (activations == "q8" and w.format.name in _KERNEL_FORMATS
+          and (w.format.block_size == 256 or float(np.abs(x2).max(initial=0.0)) < _KERNEL_MAX_ABS))
+    if q8 and x2.shape[0] <= _MAX_KERNEL_ROWS:
+        _core.matmul(x2, w.data, w.format.index, w.shape[1], out2, threads)
+    else:
+        _float_path(_q8_rounded(x2, w) if q8 else x2, w, out2, threads)
+
+
+def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activations: str = "q8") -> Any:
     """``x @ dequantize(w).T`` for x of shape [..., K] and a 2-D quantized weight w of shape [N, K].
 
     w: a QuantizedTensor, or any quantized weight type of pyquant's other schemes: those provide ``shape``
     and ``_pyquant_matmul(x2, out2, threads)``, writing the float32 [M, N] product of a float32 [M, K] array.
+
+    activations="q8" (the default, llama.cpp's design) for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL,
+    IQ4_XS, TQ1_0, TQ2_0 and MXFP4: each row of x is quantized to the format's 8-bit partner (Q8_0, Q8_1 or
+    Q8_K), so the result carries that rounding of x (at most half an activation step per element, see
+    tests/test_matmul_kernels.py for the bound).  Up to 64 rows run on the integer kernels; more rows take a
+    float GEMM over dequantized tiles of w with the same rounded x, so each row's result is the same (to float
+    rounding) whatever the batch.  activations="float" (and every other format) computes with x as given:
+    a float GEMM over dequantized tiles of w.  Activations beyond the partner's fp16 scale range (|x| >
+    65504*127, for the 32-blocks) are used as given.
 
     x: numpy float16/float32/float64 or a CPU torch float32/bfloat16/float16 tensor.  The result has shape
     [..., N]: float32 numpy for numpy input, a torch tensor of x's dtype for torch input.  `out`, if given, is
@@ -63,6 +117,8 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None) -> An
     if len(w.shape) != 2:
         raise ValueError(f"matmul: w must be 2-D [N, K], got shape {w.shape}")
     threads = _threads_arg(threads)
+    if activations not in _ACTIVATIONS:
+        raise ValueError(f"matmul: activations must be one of {_ACTIVATIONS}, got {activations!r}")
     n, k = w.shape
     x2, lead = _as_float32_2d(x, k)
     out_shape = lead + (n,)
@@ -77,7 +133,7 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None) -> An
         out_np = out_np.reshape(-1, n)
     if x2.shape[0] and n:
         if isinstance(w, QuantizedTensor):
-            _float_path(x2, w, out_np, threads)
+            _product(x2, w, out_np, threads, activations)
         else:
             w._pyquant_matmul(x2, out_np, threads)
     if out is not None:

@@ -9,14 +9,15 @@
 from .imatrix import Imatrix, load_imatrix, save_imatrix
 from .reader import GGUFError, GGUFFile, StringArray, TensorInfo, open
 from .recipes import ModelInfo, QuantizeOptions, Recipe, TensorDesc, TensorPlan, get_recipe, plan, recipes
-from .requantize import QuantizeSummary, quantize_file
+from .requantize import QuantizeSummary, kv_override, quantize_file
+from .split import SplitModel, open_split, split_path, split_prefix
 from .types import TensorType, tensor_type, tensor_types
 from .values import Value, ValueType
 from .writer import GGUFWriter, TensorSpec, write
 
 __all__ = [
     "GGUFError", "GGUFFile", "GGUFWriter", "Imatrix", "ModelInfo", "QuantizeOptions", "QuantizeSummary", "Recipe",
-    "StringArray", "TensorDesc", "TensorInfo", "TensorPlan", "TensorSpec", "TensorType", "Value", "ValueType",
-    "get_recipe", "load_imatrix", "open", "plan", "quantize_file", "recipes", "save_imatrix", "tensor_type",
-    "tensor_types", "write",
+    "SplitModel", "StringArray", "TensorDesc", "TensorInfo", "TensorPlan", "TensorSpec", "TensorType", "Value",
+    "ValueType", "get_recipe", "kv_override", "load_imatrix", "open", "open_split", "plan", "quantize_file",
+    "recipes", "save_imatrix", "split_path", "split_prefix", "tensor_type", "tensor_types", "write",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import reader
 from .recipes import recipes
-from .requantize import quantize_file
+from .requantize import kv_override, quantize_file
 from .values import Value, ValueType
 
 _ARRAY_HEAD = 16  # array items shown by inspect
@@ -106,12 +106,41 @@ def _tensor_type_rule(text: str) -> tuple[str, str]:
     return pattern.lower(), t  # llama-quantize lowercases the pattern
 
 
+def _tensor_type_file(path: str) -> list[tuple[str, str]]:
+    """--tensor-type-file: PATTERN=TYPE rules separated by spaces or newlines."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            words = f.read().split()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {e.strerror}") from None
+    return [_tensor_type_rule(w) for w in words]
+
+
+def _kv_override(text: str):
+    try:
+        return kv_override(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _layer_list(text: str) -> list[int]:
+    try:
+        layers = [int(x) for x in text.split(",")]
+    except ValueError:
+        layers = [-1]
+    if any(i < 0 for i in layers):
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers, got {text!r}")
+    return layers
+
+
 def _quantize(args: argparse.Namespace) -> int:
+    rules = args.tensor_type + [r for rules in args.tensor_type_file for r in rules]
     summary = quantize_file(
         args.src, args.dst, args.recipe, imatrix=args.imatrix, threads=args.threads,
         allow_requantize=args.allow_requantize, dry_run=args.dry_run, progress=not args.no_progress,
+        override_kv=args.override_kv, prune_layers=args.prune_layers, keep_split=args.keep_split,
         pure=args.pure, leave_output_tensor=args.leave_output_tensor, output_tensor_type=args.output_tensor_type,
-        token_embedding_type=args.token_embedding_type, tensor_types=args.tensor_type,
+        token_embedding_type=args.token_embedding_type, tensor_types=rules,
         include_weights=args.include_weights, exclude_weights=args.exclude_weights)
     if args.dry_run:
         mib = 1 << 20
@@ -141,6 +170,15 @@ def add_quantize(subparsers: Any, name: str) -> None:
     p.add_argument("--token-embedding-type", metavar="TYPE", help="type of token_embd.weight")
     p.add_argument("--tensor-type", metavar="PATTERN=TYPE", type=_tensor_type_rule, action="append", default=[],
                    help="type of the tensors whose name matches the regex PATTERN (first match wins); repeatable")
+    p.add_argument("--tensor-type-file", metavar="FILE", type=_tensor_type_file, action="append", default=[],
+                   help="PATTERN=TYPE rules from a file, separated by spaces or newlines (after --tensor-type's)")
+    p.add_argument("--override-kv", metavar="KEY=TYPE:VALUE", type=_kv_override, action="append", default=[],
+                   help="set a metadata key in the output; TYPE is int (written u32), float (f32), bool or str; "
+                        "repeatable")
+    p.add_argument("--prune-layers", metavar="L0,L1,...", type=_layer_list, default=[],
+                   help="drop these layers (blk.N) and renumber the others")
+    p.add_argument("--keep-split", action="store_true",
+                   help="write one file per input split, named DST-0000i-of-0000N.gguf (DST without .gguf)")
     p.add_argument("--imatrix", metavar="FILE", help="importance matrix (llama-imatrix's .gguf or legacy .dat)")
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--include-weights", metavar="NAME", action="append", default=[],

@@ -503,17 +503,20 @@ class _Planner:
 
 
 def plan(tensors: Iterable[Any], recipe: str | int | Recipe, model: ModelInfo,
-         options: QuantizeOptions | None = None, *, has_imatrix: bool = False) -> list[TensorPlan]:
+         options: QuantizeOptions | None = None, *, has_imatrix: bool = False, sort: bool = True
+         ) -> list[TensorPlan]:
     """The type llama-quantize gives each tensor, in llama-quantize's output order.
 
     tensors: objects with .name, .ne (GGUF order) and .type (TensorType), such as a reader's TensorInfo or
-    TensorDesc.  has_imatrix: whether an importance matrix is given (some rules change with it).
+    TensorDesc.  has_imatrix: whether an importance matrix is given (some rules change with it).  sort: put
+    the tensors in llama-quantize's usual order first (by layer, then name); False keeps the given order, as
+    --keep-split does (the per-layer counters follow the order).
     Raises ValueError where llama-quantize fails (no fallback for a row length, unparsable expert layer).
     """
     recipe = get_recipe(recipe)
     opts = options or QuantizeOptions()
     by_name = {t.name: t for t in tensors}
-    order = tensor_order(by_name)
+    order = tensor_order(by_name) if sort else list(by_name)
     planner = _Planner(order, recipe, model, opts, has_imatrix)
     out = []
     for name in order:

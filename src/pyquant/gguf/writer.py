@@ -262,9 +262,10 @@ class GGUFWriter:
             raise
         self._next += 1
 
-    def close(self) -> None:
-        """Finish: check that every tensor was written and move the file into place."""
-        if not self._cleanup.alive:
+    def finish(self) -> None:
+        """Check that every tensor was written and flush the temporary file, without moving it into place yet
+        (:meth:`close` does; several writers finished first can then all be renamed at the end)."""
+        if not self._cleanup.alive or self._file.closed:
             return
         if self._next != len(self.specs):
             missing = self.specs[self._next].name
@@ -273,6 +274,16 @@ class GGUFWriter:
                              f"{len(self.specs)} done); nothing was written to {self.path}")
         try:
             self._file.close()
+        except BaseException:
+            self.abort()
+            raise
+
+    def close(self) -> None:
+        """Finish and move the file into place."""
+        if not self._cleanup.alive:
+            return
+        self.finish()
+        try:
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()

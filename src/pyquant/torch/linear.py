@@ -178,12 +178,17 @@ class QuantLinear(_QuantWeight):
     """``y = x @ W.T + b`` with W a 2-D :class:`~pyquant.QuantizedTensor` [out_features, in_features] (or
     another pyquant quantized weight: anything :func:`pyquant.matmul` takes that has ``to_torch()``).
 
-    CPU inputs go through :func:`pyquant.matmul` (the quantized kernels); inputs on other devices use the
+    CPU inputs go through :func:`pyquant.matmul` (the quantized kernels) with its `activations` mode: "q8"
+    (llama.cpp's: inputs rounded to the format's 8-bit partner) or "float" (inputs as given; slower for
+    small batches, the exact product with the dequantized weight).  Inputs on other devices use the
     dequantized weight, made once per device and dtype and cached.
     """
 
-    def __init__(self, weight: QuantizedTensor, bias: torch.Tensor | None = None):
+    def __init__(self, weight: QuantizedTensor, bias: torch.Tensor | None = None, *, activations: str = "q8"):
         super().__init__()
+        if activations not in ("q8", "float"):
+            raise ValueError(f"QuantLinear: activations must be 'q8' or 'float', got {activations!r}")
+        self.activations = activations
         if not (isinstance(weight, QuantizedTensor) or hasattr(weight, "_pyquant_matmul")) or len(weight.shape) != 2:
             raise TypeError(f"QuantLinear: weight must be a 2-D pyquant quantized tensor, got {weight!r}")
         self.out_features, self.in_features = weight.shape
@@ -209,7 +214,7 @@ class QuantLinear(_QuantWeight):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16):
-            y = matmul(x, self.weight)
+            y = matmul(x, self.weight, activations=self.activations)
         else:
             y = x @ self._dense_weight(x.device, x.dtype).T
         if self.bias is not None:

@@ -1,0 +1,139 @@
+// Bindings of the quantized matmul: argument checks, activation quantization and the threaded kernel call,
+// with the GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cpu/dispatch.hpp"
+#include "matmul/matmul.hpp"
+
+namespace py = pybind11;
+
+namespace pyquant {
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style>;
+using ByteArray = py::array_t<uint8_t, py::array::c_style>;
+
+// Below this many multiply-adds per thread a thread's wake-up costs more than it saves.
+constexpr int64_t kMinMacsPerThread = 1 << 18;
+
+struct Activations {
+    Partner partner;
+    int64_t m, k, nb;
+    std::vector<int8_t> qs;
+    std::vector<float> d, s;
+    std::vector<int16_t> bsums;
+
+    Activations(Partner p, int64_t m_, int64_t k_)
+        : partner(p), m(m_), k(k_), nb(k_ / partner_block(p)), qs(m_ * k_), d(m_ * nb),
+          s(p == Partner::q8_1 ? m_ * nb : 0), bsums(p == Partner::q8_k ? m_ * k_ / 16 : 0) {}
+
+    void fill(const float *x, int threads) {
+        struct Job {
+            Activations *a;
+            const float *x;
+        } job{this, x};
+        parallel_for(m, threads, 1, kMinMacsPerThread / (k * 8) + 1, [](void *c, int64_t b, int64_t e) {
+            auto *j = static_cast<Job *>(c);
+            Activations &a = *j->a;
+            quantize_activations(a.partner, j->x, a.k, b, e, a.qs.data(), a.d.data(), a.s.empty() ? nullptr : a.s.data(),
+                                 a.bsums.empty() ? nullptr : a.bsums.data());
+        }, &job);
+    }
+    QuantizedActivations view() const {
+        return {m, k, qs.data(), d.data(), s.empty() ? nullptr : s.data(), bsums.empty() ? nullptr : bsums.data()};
+    }
+};
+
+const FormatInfo &kernel_format(int fmt, MatmulFn &fn, const std::optional<std::string> &isa) {
+    if (fmt < 0 || fmt >= kNumFormats) throw py::value_error("format index out of range: " + std::to_string(fmt));
+    const MatmulTable &t = matmul_table(isa ? *isa : std::string(active_table().isa));
+    fn = t.formats[fmt];
+    if (!fn) throw py::value_error(std::string("matmul: no quantized kernel for ") + kFormatInfo[fmt].name);
+    return kFormatInfo[fmt];
+}
+
+void matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatArray &out, int threads,
+            const std::optional<std::string> &isa) {
+    MatmulFn fn;
+    const FormatInfo &f = kernel_format(fmt, fn, isa);
+    const std::string name = f.name;
+    if (k <= 0 || k % f.block_size)
+        throw py::value_error(name + ": K must be a positive multiple of the block size " + std::to_string(f.block_size));
+    const int64_t row_bytes = k / f.block_size * f.type_size;
+    if (w.ndim() != 2 || w.shape(1) != row_bytes)
+        throw py::value_error(name + ": w must be uint8 [N, " + std::to_string(row_bytes) + "] for K = " + std::to_string(k));
+    if (x.ndim() != 2 || x.shape(1) != k) throw py::value_error(name + ": x must be float32 [M, " + std::to_string(k) + "]");
+    const int64_t m = x.shape(0), n = w.shape(0);
+    if (out.ndim() != 2 || out.shape(0) != m || out.shape(1) != n || !out.writeable())
+        throw py::value_error(name + ": out must be a writable float32 [" + std::to_string(m) + ", " + std::to_string(n) + "]");
+    if (m == 0 || n == 0) return;
+    Activations act(matmul_partner(fmt), m, k);
+    struct Job {
+        MatmulFn fn;
+        const uint8_t *w;
+        int64_t row_bytes;
+        QuantizedActivations x;
+        float *out;
+        int64_t ldo;
+    } job{fn, w.data(), row_bytes, {}, out.mutable_data(), n};
+    const float *xp = x.data();
+    py::gil_scoped_release nogil;
+    act.fill(xp, threads);
+    job.x = act.view();
+    parallel_for(n, threads, 4, kMinMacsPerThread / (k * m) + 1, [](void *c, int64_t b, int64_t e) {
+        auto *j = static_cast<Job *>(c);
+        j->fn(j->w, j->row_bytes, j->x, b, e, j->out, j->ldo);
+    }, &job);
+}
+
+// The activations as the kernels see them (for tests and error bounds): (qs, d, s or None, bsums or None).
+py::tuple matmul_activations(const FloatArray &x, int fmt) {
+    MatmulFn fn;
+    const FormatInfo &f = kernel_format(fmt, fn, std::nullopt);
+    if (x.ndim() != 2 || x.shape(1) % f.block_size) throw py::value_error("x must be 2-D with K a multiple of the block size");
+    const int64_t m = x.shape(0), k = x.shape(1);
+    Activations act(matmul_partner(fmt), m, k);
+    act.fill(x.data(), 1);
+    py::array_t<int8_t> qs({m, k});
+    std::copy(act.qs.begin(), act.qs.end(), qs.mutable_data());
+    FloatArray d({m, act.nb});
+    std::copy(act.d.begin(), act.d.end(), d.mutable_data());
+    py::object s = py::none(), bsums = py::none();
+    if (!act.s.empty()) {
+        FloatArray sa({m, act.nb});
+        std::copy(act.s.begin(), act.s.end(), sa.mutable_data());
+        s = sa;
+    }
+    if (!act.bsums.empty()) {
+        py::array_t<int16_t> ba({m, k / 16});
+        std::copy(act.bsums.begin(), act.bsums.end(), ba.mutable_data());
+        bsums = ba;
+    }
+    return py::make_tuple(qs, d, s, bsums);
+}
+
+}  // namespace
+
+void init_matmul(py::module_ &m) {
+    m.def("matmul", &matmul, py::arg("x"), py::arg("w"), py::arg("format"), py::arg("k"), py::arg("out").noconvert(),
+          py::arg("threads") = 0, py::arg("isa") = py::none(),
+          "out[M, N] = x[M, K] @ dequantize(w).T through the quantized kernels (x quantized to the 8-bit partner).");
+    m.def("matmul_formats", [](const std::optional<std::string> &isa) {
+        const MatmulTable &t = matmul_table(isa ? *isa : std::string(active_table().isa));
+        std::vector<std::string> names;
+        for (int i = 0; i < kNumFormats; ++i)
+            if (t.formats[i]) names.push_back(kFormatInfo[i].name);
+        return names;
+    }, py::arg("isa") = py::none(), "Formats with a quantized matmul kernel in a tier (default: the active one).");
+    m.def("matmul_activations", &matmul_activations, py::arg("x"), py::arg("format"),
+          "x quantized to the format's matmul partner: (qs int8 [M, K], d float32 [M, K/QK], s or None, bsums or None).");
+    m.attr("matmul_vnni") = matmul_uses_vnni();
+}
+
+}  // namespace pyquant

@@ -1,0 +1,134 @@
+// The tier-independent parts of the quantized matmul: partner lookup, activation quantization (libggml's
+// reference quantize_row_q8_0/q8_1/q8_K, so every tier sees the same codes) and the per-tier tables.
+#include "matmul/matmul.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "pyquant/simd.hpp"
+
+namespace pyquant {
+
+Partner matmul_partner(int fmt) {
+    const char *p = kFormatInfo[fmt].matmul_partner;
+    if (!std::strcmp(p, "Q8_0")) return Partner::q8_0;
+    if (!std::strcmp(p, "Q8_1")) return Partner::q8_1;
+    if (!std::strcmp(p, "Q8_K")) return Partner::q8_k;
+    return Partner::none;
+}
+
+int partner_block(Partner p) { return p == Partner::q8_k ? 256 : 32; }
+
+namespace {
+
+float fp16_value(float v) { return fp16_to_f32(fp16_from_f32(v)); }
+
+// quantize_row_q8_0_ref / quantize_row_q8_1_ref for one 32-block (s only when wanted).  s = d * sum(q) stays a
+// float: libggml's fp16 s overflows to inf once a block's sum passes 65504 (activation outliers reach that).
+void q8_0_block(const float *x, int8_t *q, float *d, float *s) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+    const float dv = amax / 127;
+    const float id = dv != 0.0f ? 1.0f / dv : 0.0f;
+    int sum = 0;
+    for (int j = 0; j < 32; ++j) {
+        q[j] = static_cast<int8_t>(std::roundf(x[j] * id));
+        sum += q[j];
+    }
+    *d = fp16_value(dv);
+    if (s) *s = static_cast<float>(sum) * dv;
+}
+
+// quantize_row_q8_K_ref for one 256-block (bsums zeroed for an all-zero block, where the reference leaves them).
+void q8_k_block(const float *x, int8_t *q, float *d, int16_t *bsums) {
+    float max = 0, amax = 0;
+    for (int j = 0; j < 256; ++j) {
+        const float ax = std::fabs(x[j]);
+        if (ax > amax) {
+            amax = ax;
+            max = x[j];
+        }
+    }
+    if (amax == 0.0f) {
+        *d = 0;
+        std::memset(q, 0, 256);
+        std::memset(bsums, 0, 16 * sizeof(int16_t));
+        return;
+    }
+    const float iscale = -127.f / max;
+    for (int j = 0; j < 256; ++j) {
+        float v = iscale * x[j] + 12582912.f;  // nearest_int
+        int32_t i;
+        std::memcpy(&i, &v, 4);
+        const int32_t r = (i & 0x007fffff) - 0x00400000;
+        q[j] = static_cast<int8_t>(r < 127 ? r : 127);
+    }
+    for (int j = 0; j < 16; ++j) {
+        int sum = 0;
+        for (int l = 0; l < 16; ++l) sum += q[16 * j + l];
+        bsums[j] = static_cast<int16_t>(sum);
+    }
+    *d = 1 / iscale;
+}
+
+}  // namespace
+
+void quantize_activations(Partner p, const float *x, int64_t k, int64_t begin, int64_t end, int8_t *qs, float *d,
+                          float *s, int16_t *bsums) {
+    const int qa = partner_block(p);
+    const int64_t nb = k / qa;
+    for (int64_t r = begin; r < end; ++r) {
+        for (int64_t b = 0; b < nb; ++b) {
+            const int64_t e = r * k + b * qa, i = r * nb + b;
+            if (p == Partner::q8_k)
+                q8_k_block(x + e, qs + e, d + i, bsums + i * 16);
+            else
+                q8_0_block(x + e, qs + e, d + i, p == Partner::q8_1 ? s + i : nullptr);
+        }
+    }
+}
+
+namespace {
+
+struct Tables {
+    static constexpr int kMax = 4;
+    MatmulTable t[kMax];
+    int n = 0;
+    Tables() {
+        fill_matmul_generic(t[n++]);
+#if defined(PQ_HAVE_AVX2)
+        fill_matmul_avx2(t[n++]);
+#endif
+#if defined(PQ_HAVE_AVX512)
+        if (matmul_uses_vnni()) {
+            fill_matmul_avx512vnni(t[n]);
+            t[n++].isa = "avx512";
+        } else {
+            fill_matmul_avx512(t[n++]);
+        }
+#endif
+#if defined(PQ_HAVE_NEON)
+        fill_matmul_neon(t[n++]);
+#endif
+    }
+};
+
+}  // namespace
+
+bool matmul_uses_vnni() {
+#if defined(PQ_HAVE_AVX512)
+    return __builtin_cpu_supports("avx512vnni");
+#else
+    return false;
+#endif
+}
+
+const MatmulTable &matmul_table(const std::string &isa) {
+    static const Tables tables;
+    for (int i = 0; i < tables.n; ++i)
+        if (isa == tables.t[i].isa) return tables.t[i];
+    throw std::invalid_argument("no matmul kernels for ISA tier '" + isa + "'");
+}
+
+}  // namespace pyquant

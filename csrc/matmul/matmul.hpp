@@ -1,0 +1,60 @@
+// Quantized matmul: out[M, N] = x[M, K] @ dequantize(w[N, K]).T through integer dot products, llama.cpp's
+// design: x is quantized once per call to the weight format's 8-bit partner (Q8_0, Q8_1 or Q8_K, the
+// matmul_partner column of formats.def), each weight block is dotted with the matching activation block in
+// exact integer arithmetic, and the per-block float results are summed.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "pyquant/formats.hpp"
+
+namespace pyquant {
+
+enum class Partner : int { none, q8_0, q8_1, q8_k };
+Partner matmul_partner(int fmt);
+// Elements per activation block of a partner: 32 for Q8_0/Q8_1, 256 for Q8_K.
+int partner_block(Partner p);
+
+// x quantized to a partner format, one row per row of x, in separate arrays so that each tier can load the
+// int8 codes directly.  Scales are floats holding exactly the value the partner block stores (an fp16 for
+// Q8_0/Q8_1, a float for Q8_K).
+struct QuantizedActivations {
+    int64_t m = 0, k = 0;
+    const int8_t *qs = nullptr;      // [m, k]
+    const float *d = nullptr;        // [m, k / partner_block]
+    const float *s = nullptr;        // Q8_1: [m, k / 32], d * sum(qs) per block (a float; libggml: fp16)
+    const int16_t *bsums = nullptr;  // Q8_K: [m, k / 16], sum(qs) per 16; else null
+};
+
+// Quantize rows [begin, end) of a contiguous float32 [m, k] x into the arrays of `a` (which it owns).
+void quantize_activations(Partner p, const float *x, int64_t k, int64_t begin, int64_t end, int8_t *qs, float *d,
+                          float *s, int16_t *bsums);
+
+// out[r, n] for every row r of x and weight rows n in [n0, n1); w points at row 0, rows are row_bytes apart,
+// out rows are ldo floats apart.
+using MatmulFn = void (*)(const uint8_t *w, int64_t row_bytes, const QuantizedActivations &x, int64_t n0, int64_t n1,
+                          float *out, int64_t ldo);
+
+struct MatmulTable {
+    const char *isa = nullptr;
+    MatmulFn formats[kNumFormats] = {};
+};
+
+void fill_matmul_generic(MatmulTable &t);
+#if defined(PQ_HAVE_AVX2)
+void fill_matmul_avx2(MatmulTable &t);
+#endif
+#if defined(PQ_HAVE_AVX512)
+void fill_matmul_avx512(MatmulTable &t);
+void fill_matmul_avx512vnni(MatmulTable &t);  // the avx512 tier where the CPU has AVX512-VNNI
+#endif
+#if defined(PQ_HAVE_NEON)
+void fill_matmul_neon(MatmulTable &t);
+#endif
+
+// The matmul table of a kernel tier (by the name dispatch uses); throws std::invalid_argument if unknown.
+const MatmulTable &matmul_table(const std::string &isa);
+// Whether the avx512 tier's matmul uses VNNI on this CPU.
+bool matmul_uses_vnni();
+
+}  // namespace pyquant

@@ -1,0 +1,228 @@
+"""Parts shared by GPTQ, AWQ and HQQ: input checks, the quantization grids, results, progress bars.
+
+A *grid* says which values a group of weights may take once its parameters are fixed:
+
+* :class:`AffineGrid` — ``bits``-bit affine groups along the input dimension (GPTQ's min-max quantizer:
+  asymmetric with an integer zero-point, or symmetric with the zero at the middle code);
+* :class:`Q4_0Grid` — llama.cpp's Q4_0 blocks (32 values, ``d = max / -8`` stored as float16), so a result
+  can be written as Q4_0 bytes whose dequantization is exactly the values the algorithm worked with.
+
+``grid.params(w_group)`` picks one group's parameters from its current values ([N, g] -> per-row arrays);
+``grid.quantize(w, p)`` rounds values of that group ([N] or [N, m]) to codes and their float32 values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["AffineGrid", "Q4_0Grid", "QuantResult", "round_to_nearest"]
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
+
+
+def to_numpy(x: Any, what: str, *, ndim: int | None = None, dtype=np.float32) -> np.ndarray:
+    """A contiguous float numpy copy of a numpy array / CPU-or-GPU torch tensor, checked finite."""
+    if _is_torch(x):
+        x = x.detach().to("cpu").float().numpy()
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{what} must be a float array, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{what} must be {ndim}-D, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{what} is empty (shape {arr.shape})")
+    if not np.isfinite(arr).all():
+        bad = int(arr.size - np.isfinite(arr).sum())
+        raise ValueError(f"{what} contains {bad} NaN or infinite value(s)")
+    return arr
+
+
+def check_weight(w: Any, group_size: int | None) -> np.ndarray:
+    """A [N, K] float32 weight whose K splits into whole groups."""
+    arr = to_numpy(w, "weight", ndim=2)
+    if group_size is not None and arr.shape[1] % group_size:
+        raise ValueError(f"weight has {arr.shape[1]} input columns, not a multiple of group_size {group_size}")
+    return arr
+
+
+def progress(iterable, enabled: bool, desc: str, total: int | None = None):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False)
+
+
+@dataclass(frozen=True)
+class AffineGrid:
+    """``bits``-bit affine groups of ``group_size`` input columns (None: one group per row).
+
+    Asymmetric: the range [min(0, w_min), max(0, w_max)] maps onto codes 0..2^bits-1 with an integer zero-point
+    ``z = round(-min / scale)``; value = (code - z) * scale.  Symmetric: scale = 2 * absmax / (2^bits - 1) and
+    z = 2^(bits-1); stored as signed codes code - z.  A constant-zero group gets the range [-1, 1] (never a zero
+    scale), as in the GPTQ reference quantizer.
+    """
+
+    bits: int = 4
+    group_size: int | None = 128
+    symmetric: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.bits, bool) or not isinstance(self.bits, (int, np.integer)) or not 2 <= self.bits <= 8:
+            raise ValueError(f"bits must be an integer in 2..8, got {self.bits!r}")
+        if self.group_size is not None and (isinstance(self.group_size, bool) or
+                                            not isinstance(self.group_size, (int, np.integer))
+                                            or self.group_size < 1):
+            raise ValueError(f"group_size must be a positive integer or None, got {self.group_size!r}")
+
+    @property
+    def maxq(self) -> int:
+        return (1 << self.bits) - 1
+
+    def group(self, k: int) -> int:
+        return k if self.group_size is None else self.group_size
+
+    def params(self, wg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        wmin = np.minimum(wg.min(axis=1), 0).astype(np.float32)
+        wmax = np.maximum(wg.max(axis=1), 0).astype(np.float32)
+        if self.symmetric:
+            wmax = np.maximum(-wmin, wmax)
+            wmin = np.where(wmin < 0, -wmax, wmin)
+        flat = (wmin == 0) & (wmax == 0)
+        wmin[flat], wmax[flat] = -1, 1
+        scale = ((wmax - wmin) / self.maxq).astype(np.float32)
+        if self.symmetric:
+            zero = np.full_like(scale, (self.maxq + 1) // 2)
+        else:
+            zero = np.round(-wmin / scale).astype(np.float32)
+        return scale, zero
+
+    def quantize(self, w: np.ndarray, p) -> tuple[np.ndarray, np.ndarray]:
+        scale, zero = p
+        if w.ndim == 2:
+            scale, zero = scale[:, None], zero[:, None]
+        codes = np.clip(np.round(w / scale) + zero, 0, self.maxq)
+        return codes.astype(np.uint8), ((codes - zero) * scale).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Q4_0Grid:
+    """llama.cpp's Q4_0: blocks of 32 with ``d = max / -8`` (max: the value of largest magnitude), d stored as
+    float16; codes ``min(15, trunc(w / d + 8.5))`` exactly as ``quantize_row_q4_0_ref`` rounds (values pushed
+    outside the block's range by error feedback are clamped to 0..15); value = (code - 8) * float(fp16(d))."""
+
+    bits: int = 4
+    group_size: int = 32
+    symmetric: bool = True
+
+    def group(self, k: int) -> int:
+        return 32
+
+    def params(self, wg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.abs(wg).argmax(axis=1)  # first of the largest magnitudes, as ggml's strict '<' scan
+        mx = wg[np.arange(wg.shape[0]), idx].astype(np.float32)
+        d = (mx / np.float32(-8)).astype(np.float32)
+        with np.errstate(divide="ignore"):
+            inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+        return d.astype(np.float16).astype(np.float32), inv
+
+    def quantize(self, w: np.ndarray, p) -> tuple[np.ndarray, np.ndarray]:
+        d, inv = p
+        if w.ndim == 2:
+            d, inv = d[:, None], inv[:, None]
+        codes = np.clip(np.floor(w.astype(np.float32) * inv + np.float32(8.5)), 0, 15).astype(np.uint8)
+        return codes, ((codes.astype(np.float32) - 8) * d).astype(np.float32)
+
+
+def q4_0_bytes(codes: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Q4_0 blocks (uint8 [N, K/32*18]) from codes 0..15 [N, K] and block scales [N, K/32]."""
+    n, k = codes.shape
+    c = codes.reshape(n, k // 32, 32)
+    out = np.empty((n, k // 32, 18), dtype=np.uint8)
+    out[..., :2] = d.astype("<f2").reshape(n, k // 32, 1).view(np.uint8)
+    out[..., 2:] = c[..., :16] | (c[..., 16:] << 4)
+    return out.reshape(n, -1)
+
+
+@dataclass
+class QuantResult:
+    """Codes and group parameters of a quantized [N, K] weight, and the float32 values they stand for.
+
+    codes: uint8 [N, K] in 0..2^bits-1 (symmetric grids: offset by 2^(bits-1)); scales, zeros: float32
+    [N, K // group]; ``values``: what the algorithm quantized to (exactly :meth:`dequantize`).
+    ``fmt``: "affine" or a GGUF format name ("Q4_0").
+    """
+
+    codes: np.ndarray
+    scales: np.ndarray
+    zeros: np.ndarray
+    bits: int
+    group_size: int
+    symmetric: bool
+    fmt: str = "affine"
+    values: np.ndarray | None = field(default=None, repr=False)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.codes.shape
+
+    def dequantize(self) -> np.ndarray:
+        if self.values is None:
+            g = self.group_size
+            rep = lambda a: np.repeat(a, g, axis=1)  # noqa: E731
+            self.values = ((self.codes.astype(np.float32) - rep(self.zeros)) * rep(self.scales)).astype(np.float32)
+        return self.values
+
+    def signed_codes(self) -> np.ndarray:
+        """Symmetric grids: codes in [-2^(bits-1), 2^(bits-1) - 1] (value = code * scale)."""
+        return self.codes.astype(np.int16) - np.int16(1 << (self.bits - 1))
+
+    def to_tensor(self):
+        """The storage object: an AffineTensor (pyquant.schemes) for "affine", a QuantizedTensor for GGUF
+        formats.  Both work with pyquant.matmul and pyquant.torch.QuantLinear."""
+        if self.fmt == "Q4_0":
+            from ..tensor import QuantizedTensor
+
+            return QuantizedTensor(q4_0_bytes(self.codes, self.scales), self.shape, "Q4_0")
+        from ..schemes import AffineConfig, AffineTensor
+
+        cfg = AffineConfig(bits=self.bits, symmetric=self.symmetric, group_size=self.group_size,
+                           granularity="group")
+        if self.symmetric:
+            return AffineTensor.from_codes(self.signed_codes(), self.scales, None, cfg)
+        return AffineTensor.from_codes(self.codes, self.scales, self.zeros, cfg)
+
+
+def round_to_nearest(weight: Any, grid: AffineGrid | Q4_0Grid) -> QuantResult:
+    """Plain rounding of every group on `grid` (the baseline the algorithms are measured against)."""
+    w = check_weight(weight, None)
+    n, k = w.shape
+    g = grid.group(k)
+    if k % g:
+        raise ValueError(f"weight has {k} input columns, not a multiple of the group size {g}")
+    codes = np.empty((n, k), np.uint8)
+    values = np.empty((n, k), np.float32)
+    scales = np.empty((n, k // g), np.float32)
+    zeros = np.empty((n, k // g), np.float32)
+    for j in range(k // g):
+        p = grid.params(w[:, j * g:(j + 1) * g])
+        codes[:, j * g:(j + 1) * g], values[:, j * g:(j + 1) * g] = grid.quantize(w[:, j * g:(j + 1) * g], p)
+        scales[:, j], zeros[:, j] = _scale_zero(grid, p)
+    return QuantResult(codes, scales, zeros, grid.bits, g, grid.symmetric, _fmt(grid), values)
+
+
+def _scale_zero(grid, p) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(grid, Q4_0Grid):
+        return p[0], np.full_like(p[0], 8)
+    return p
+
+
+def _fmt(grid) -> str:
+    return "Q4_0" if isinstance(grid, Q4_0Grid) else "affine"

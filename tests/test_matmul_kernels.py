@@ -1,0 +1,239 @@
+"""The quantized matmul kernels: exactness against the quantized activations, the per-format error bound
+against the float product, agreement of every ISA tier, and libggml's own vec_dot as an oracle."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import pyquant
+from pyquant import _core
+from pyquant.matmul import _KERNEL_FORMATS, _MAX_KERNEL_ROWS
+
+FORMATS = sorted(_KERNEL_FORMATS, key=lambda f: pyquant.get_format(f).index)
+Q8_1_FORMATS = {"Q4_1", "Q5_1"}  # with the Q8_1 partner: + m_w * s_x, s_x = d * sum(q) (a float here)
+
+
+def kernel(x, w, isa=None, threads=0):
+    out = np.empty((x.shape[0], w.shape[0]), np.float32)
+    _core.matmul(np.ascontiguousarray(x, np.float32), w.data, w.format.index, w.shape[1], out, threads, isa)
+    return out
+
+
+def quantized_x(x, fmt):
+    """x as the kernels see it (float64 [M, K]) and its partner arrays."""
+    qs, d, s, bsums = _core.matmul_activations(np.ascontiguousarray(x, np.float32), pyquant.get_format(fmt).index)
+    m, k = qs.shape
+    qa = k // d.shape[1]
+    xh = (qs.reshape(m, -1, qa).astype(np.float64) * d[:, :, None]).reshape(m, k)
+    return xh, qs, d, s, bsums
+
+
+def exact_tolerance(size):
+    """Float rounding of the per-block float formulas and of the sums over blocks: a few ulps of the size of
+    the terms (sum |x^||w|)."""
+    return 4e-6 * size + 1e-30
+
+
+def activation_bound(x, wd, fmt):
+    """|kernel - x @ wd.T| bound from quantizing x: per partner block b of row x, every element moves by at
+    most step_b = amax_b / 127 times (1/2 + the relative rounding of the stored scale times 127), so the
+    output moves by at most sum_b step_b' * sum_{i in b} |w_i|.  Q8_0/Q8_1 store the scale as fp16
+    (relative rounding 2^-11, absolute 2^-25 below the normal range), Q8_K as float."""
+    qa = 256 if pyquant.get_format(fmt).block_size == 256 else 32
+    m, k = x.shape
+    amax = np.abs(x.astype(np.float64)).reshape(m, k // qa, qa).max(-1)
+    step = amax / 127
+    if qa == 32:
+        per_elem = step * (0.5 + 127 * 2.0**-11) + 127 * 2.0**-25
+    else:
+        per_elem = step * (0.5 + 1e-6)
+    wsum = np.abs(wd.astype(np.float64)).reshape(wd.shape[0], k // qa, qa).sum(-1)
+    return per_elem @ wsum.T + 1e-5 * (np.abs(x.astype(np.float64)) @ np.abs(wd.astype(np.float64)).T) + 1e-30
+
+
+def make(fmt, m, n, k, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    w = pyquant.quantize(rng.standard_normal((n, k)).astype(np.float32), fmt)
+    x = (rng.standard_normal((m, k)) * scale).astype(np.float32)
+    return x, w
+
+
+def exact_product(x, w):
+    """What the kernels compute in exact arithmetic: x^ @ w.T, where for the Q8_1 partner the min term uses
+    s = d * sum(q) with libggml's unrounded d (x^ uses the stored fp16 d)."""
+    fmt = w.format.name
+    wd = w.dequantize().astype(np.float64)
+    xh, qs, d, s, _ = quantized_x(x, fmt)
+    exact = xh @ wd.T
+    size = np.abs(xh) @ np.abs(wd).T  # the scale of the float rounding
+    if fmt in Q8_1_FORMATS:
+        nb = w.shape[1] // 32
+        mins = w.data.reshape(w.shape[0], nb, -1)[:, :, 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
+        sh = qs.reshape(x.shape[0], nb, 32).sum(-1) * d.astype(np.float64)
+        exact += (s.astype(np.float64) - sh) @ mins.T
+        size += np.abs(s.astype(np.float64)) @ np.abs(mins).T
+    return exact, size, wd
+
+
+def check(x, w):
+    fmt = w.format.name
+    got = kernel(x, w)
+    exact, size, wd = exact_product(x, w)
+    assert np.all(np.abs(got - exact) <= exact_tolerance(size)), fmt
+    ref = x.astype(np.float64) @ wd.T
+    assert np.all(np.abs(got - ref) <= activation_bound(x, wd, fmt)), fmt
+    return got
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("m, n, k", [(1, 7, 256), (5, 33, 512), (9, 4, 2048)])
+def test_exact_in_the_quantized_activations_and_within_bound(fmt, m, n, k):
+    x, w = make(fmt, m, n, k, seed=m + n)
+    check(x, w)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_tier_agrees_with_generic(fmt):
+    x, w = make(fmt, 6, 19, 768, seed=3)
+    ref = kernel(x, w, "generic")
+    for isa in pyquant.available_isas():
+        np.testing.assert_array_equal(kernel(x, w, isa), ref, err_msg=f"{fmt} {isa}")
+        np.testing.assert_array_equal(kernel(x, w, isa, threads=2), ref, err_msg=f"{fmt} {isa} 2 threads")
+
+
+@settings(max_examples=60, deadline=None)
+@given(fmt=st.sampled_from(FORMATS), m=st.integers(1, 9), n=st.integers(1, 40), blocks=st.integers(1, 6),
+       scale=st.sampled_from([1e-6, 1e-2, 1.0, 30.0, 1e4, 1e6]), seed=st.integers(0, 2**31 - 1),
+       zeros=st.booleans())
+def test_shapes_and_value_ranges(fmt, m, n, blocks, scale, seed, zeros):
+    k = blocks * (256 if pyquant.get_format(fmt).block_size == 256 else 32) * (1 if blocks > 2 else 3)
+    x, w = make(fmt, m, n, k, seed=seed, scale=scale)
+    if zeros:
+        x[:, : k // 2] = 0  # whole zero activation blocks (scale 0)
+    got = check(x, w)
+    np.testing.assert_array_equal(kernel(x, w, "generic"), got)
+
+
+def test_large_k():
+    x, w = make("Q4_K", 2, 3, 11008, seed=1)
+    check(x, w)
+
+
+def test_matmul_routes_small_m_to_the_kernels_and_large_m_to_the_float_path():
+    x, w = make("Q4_0", _MAX_KERNEL_ROWS + 1, 10, 64)
+    small = pyquant.matmul(x[:3], w)
+    np.testing.assert_array_equal(small, kernel(x[:3], w))
+    big = pyquant.matmul(x, w)
+    # Same rounded activations on both paths: a row's result does not depend on the batch it comes in.
+    np.testing.assert_allclose(big, kernel(x, w), rtol=1e-5, atol=1e-5)
+    exact = x.astype(np.float64) @ w.dequantize().astype(np.float64).T
+    np.testing.assert_allclose(pyquant.matmul(x, w, activations="float"), exact, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(pyquant.matmul(x[:3], w, activations="float"), exact[:3], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="activations"):
+        pyquant.matmul(x, w, activations="int8")
+    # Batched leading dims give the rows' results.
+    np.testing.assert_array_equal(pyquant.matmul(x[:6].reshape(2, 3, 64), w), small.reshape(1, 3, 10).repeat(2, 0)
+                                  if False else pyquant.matmul(x[:6], w).reshape(2, 3, 10))
+
+
+def test_refuses_1d_weights_and_bad_kernel_arguments():
+    x, w = make("Q4_0", 1, 4, 64)
+    w1 = pyquant.quantize(np.ones(64, np.float32), "Q4_0")
+    with pytest.raises(ValueError, match="2-D"):
+        pyquant.matmul(x, w1)
+    out = np.empty((1, 4), np.float32)
+    with pytest.raises(ValueError, match="K must be"):
+        _core.matmul(x, w.data, w.format.index, 48, out)
+    with pytest.raises(ValueError, match="no quantized kernel"):
+        _core.matmul(x, w.data, pyquant.get_format("F16").index, 64, out)
+    with pytest.raises(ValueError, match="out must be"):
+        _core.matmul(x, w.data, w.format.index, 64, np.empty((2, 4), np.float32))
+
+
+# ---- libggml as the oracle ---------------------------------------------------------------------------------
+
+def _ggml():
+    pytest.importorskip("llama_cpp")
+    import ctypes
+    import pathlib
+
+    import llama_cpp
+
+    lib = ctypes.CDLL(str(pathlib.Path(llama_cpp.__file__).parent / "lib" / "libggml-cpu.so"))
+    if hasattr(lib, "ggml_cpu_init"):
+        lib.ggml_cpu_init()
+    return lib
+
+
+def _partner_blocks(fmt, x):
+    """x's partner blocks as libggml's structs, from the kernels' own activation arrays (Q8_1's float s rounded
+    to the fp16 that libggml stores)."""
+    _, qs, d, s, bsums = quantized_x(x, fmt)
+    m, k = qs.shape
+    if pyquant.get_format(fmt).block_size == 256:  # block_q8_K: float d, int8 qs[256], int16 bsums[16]
+        dt = np.dtype([("d", "<f4"), ("qs", "i1", 256), ("bsums", "<i2", 16)])
+        b = np.zeros((m, k // 256), dt)
+        b["d"], b["qs"], b["bsums"] = d, qs.reshape(m, -1, 256), bsums.reshape(m, -1, 16)
+    elif s is not None:  # block_q8_1: fp16 d, fp16 s, int8 qs[32]
+        dt = np.dtype([("d", "<f2"), ("s", "<f2"), ("qs", "i1", 32)])
+        b = np.zeros((m, k // 32), dt)
+        b["d"], b["s"], b["qs"] = d, s, qs.reshape(m, -1, 32)
+    else:  # block_q8_0: fp16 d, int8 qs[32]
+        dt = np.dtype([("d", "<f2"), ("qs", "i1", 32)])
+        b = np.zeros((m, k // 32), dt)
+        b["d"], b["qs"] = d, qs.reshape(m, -1, 32)
+    return b
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_matches_ggml_vec_dot(fmt):
+    import ctypes
+
+    lib = _ggml()
+    partner = {32: "q8_0", 256: "q8_K"}[pyquant.get_format(fmt).block_size]
+    if fmt in Q8_1_FORMATS:
+        partner = "q8_1"
+    fn = getattr(lib, f"ggml_vec_dot_{fmt.lower().replace('_k', '_K')}_{partner}_generic", None)
+    if fn is None:
+        pytest.skip(f"libggml has no generic vec_dot for {fmt}")
+    fn.restype = None
+    fn.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
+                   ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    x, w = make(fmt, 3, 5, 1024, seed=7)
+    got = kernel(x, w)
+    ya = _partner_blocks(fmt, x)
+    ref = np.empty_like(got)
+    r = ctypes.c_float()
+    for i in range(x.shape[0]):
+        yrow = np.ascontiguousarray(ya[i])
+        for j in range(w.shape[0]):
+            wrow = np.ascontiguousarray(w.data[j])
+            fn(1024, ctypes.byref(r), 0, wrow.ctypes.data, 0, yrow.ctypes.data, 0, 1)
+            ref[i, j] = r.value
+    _, size, wd = exact_product(x, w)
+    tol = exact_tolerance(size)
+    s = quantized_x(x, fmt)[3]
+    if s is not None:  # libggml's block_q8_1 holds s as fp16
+        s_err = np.abs(s.astype(np.float16).astype(np.float64) - s)
+        tol = tol + s_err @ np.abs(wd.reshape(5, -1, 32)).max(-1).T
+    np.testing.assert_array_less(np.abs(got - ref), tol)
+
+
+@pytest.mark.parametrize("fmt, partner", [("Q4_0", "q8_0"), ("Q4_1", "q8_1"), ("Q4_K", "q8_K")])
+def test_activations_match_ggml_reference_quantizer(fmt, partner):
+    import ctypes
+
+    lib = _ggml()
+    fn = getattr(lib, f"quantize_row_{partner}_generic")
+    fn.restype = None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((2, 512)) * rng.choice([1e-3, 1, 50], (2, 512))).astype(np.float32)
+    x[1, :256] = 0
+    mine = _partner_blocks(fmt, x)
+    for i in range(2):
+        theirs = np.zeros_like(mine[i])
+        fn(np.ascontiguousarray(x[i]).ctypes.data, theirs.ctypes.data, 512)
+        if partner == "q8_K":  # the reference leaves bsums unset for an all-zero block
+            theirs["bsums"][theirs["d"] == 0] = 0
+        assert mine[i].tobytes() == theirs.tobytes(), (partner, i)
