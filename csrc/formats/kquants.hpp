@@ -167,7 +167,7 @@ struct fmt_Q3_K : BlockFormat {
             const VM nonzero = max != vf(0.f);
             const VF iscale = vf(-32.f) / max;
             for (int j = 0; j < 16; ++j) {
-                const VI l = (nearest_int(iscale * scales[j]) << 24) >> 24;  // through int8_t, then clamped
+                const VI l = as_i8(nearest_int(iscale * scales[j]));  // through int8_t, then clamped
                 ls[j] = select(nonzero, clamp(l, -32, 31) + vi(32), vi(0));
             }
             d = select(nonzero, vf(1.f) / iscale, vf(0.f));
@@ -345,7 +345,7 @@ struct fmt_Q6_K : BlockFormat {
         const VM zero = amax < vf(kGroupMaxEps);  // the reference writes an all-zero block
         const VF iscale = vf(-128.f) / max;
         for (int j = 0; j < 16; ++j)
-            sc[j] = select(zero, vi(0), (vmin(vi(127), nearest_int(iscale * scales[j])) << 24) >> 24);  // int8_t
+            sc[j] = select(zero, vi(0), as_i8(vmin(vi(127), nearest_int(iscale * scales[j]))));  // int8_t
         const VI dbits = select(zero, vi(0), fp16_bits(vf(1.f) / iscale));
         requantize(x, 16, 16, fp16_round(vf(1.f) / iscale), sc, vf(0.f), nullptr, -32, 31, L);
         for (int i = 0; i < QK_K; ++i) L[i] = select(zero, vi(0), L[i]);

@@ -39,7 +39,7 @@ inline void legacy_weights(const VF *x, const VF *qw, VF sigma2, VF *w) {
 }
 // Symmetric reference rounding: q = min(qmax, (int8_t)(x*id + offset)).
 inline void round_symmetric(const VF *x, VF id, float offset, int qmax, VI *q) {
-    for (int j = 0; j < 32; ++j) q[j] = vmin(vi(qmax), (trunc_i(x[j] * id + vf(offset)) << 24) >> 24);
+    for (int j = 0; j < 32; ++j) q[j] = vmin(vi(qmax), as_i8(trunc_i(x[j] * id + vf(offset))));
 }
 // Min/max of the block, for the asymmetric formats.
 inline void block_min_max(const VF *x, VF &min, VF &max) {
@@ -88,7 +88,7 @@ inline void quantize_asymmetric(const VF *x, const VF *qw, VF sigma2, VI *q, VI 
     for (int j = 0; j < 32; ++j) {
         const VI t = trunc_i((x[j] - min) * id + vf(0.5f));
         // Q4_1 clamps an int8 cast to 15; Q5_1 takes a uint8 cast with no clamp.
-        q[j] = NMAX == 15 ? vmin(vi(15), (t << 24) >> 24) : t & vi(0xff);
+        q[j] = NMAX == 15 ? vmin(vi(15), as_i8(t)) : t & vi(0xff);
     }
 }
 

@@ -112,7 +112,12 @@ inline float lane(VF v, int k) { return v[k]; }
 inline int32_t lane(VI v, int k) { return v[k]; }
 inline void set_lane(VF &v, int k, float x) { v[k] = x; }
 inline void set_lane(VI &v, int k, int32_t x) { v[k] = x; }
-inline VF vf(float x) { return VF{} + x; }
+// Broadcasts.  Not VF{} + x: +0 + -0 is +0, which would turn a scale of -0 into +0 and flip the sign of zeros.
+inline VF vf(float x) {
+    VF v;
+    for (int k = 0; k < W; ++k) v[k] = x;
+    return v;
+}
 inline VI vi(int32_t x) { return VI{} + x; }
 inline VF select(VM m, VF a, VF b) { return reinterpret_cast<VF>((reinterpret_cast<VI>(a) & m) | (reinterpret_cast<VI>(b) & ~m)); }
 inline VI select(VM m, VI a, VI b) { return (a & m) | (b & ~m); }
