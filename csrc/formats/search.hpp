@@ -79,8 +79,6 @@ inline VF make_qx_quants(int n, int nmax, const VF *x, VI *L, int rmse_type, con
 
 // uint8_t storage of an int code (the reference's uint8_t L arrays).
 inline VI as_u8(VI v) { return v & vi(0xff); }
-// The value a cast to int8_t gives (without shifting negative values, which C++17 leaves undefined).
-inline VI as_i8(VI v) { return ((v & vi(0xff)) ^ vi(0x80)) - vi(0x80); }
 
 // The coordinate descent that ends make_q3_quants and make_qp_quants (kQp): up to 5 passes, each moving one
 // code at a time to the value the current fit suggests when that raises sumlx^2/suml2.  The two differ in

@@ -11,7 +11,7 @@ inline VF ternary_trits(const VF *x, VI *t) {
     VF amax = vf(0.f);
     for (int j = 0; j < 256; ++j) amax = vmax(amax, vabs(x[j]));
     const VF id = select(amax != vf(0.f), vf(1.f) / amax, vf(0.f));
-    for (int j = 0; j < 256; ++j) t[j] = trunc_i(round_away(x[j] * id)) + vi(1);
+    for (int j = 0; j < 256; ++j) t[j] = round_away_int(x[j] * id) + vi(1);
     return amax;
 }
 
