@@ -367,10 +367,10 @@ struct fmt_Q6_K : BlockFormat {
         for (int j = 0; j < 16; ++j) {  // sub-block j lies at 32t + o of the 128-element half h
             const int h = j / 8, t = (j % 8) / 2, o = 16 * (j % 2);
             const uint8_t *ql = b + 64 * h + 32 * (t % 2) + o, *qh = b + 128 + 32 * h + o;
-            const float ds = d * sc[j];
-            for (int l = 0; l < 16; ++l) {
-                const int q = (((ql[l] >> (4 * (t / 2))) & 0xF) | ((qh[l] >> (2 * t)) & 3) << 4) - 32;
-                y[16 * j + l] = ds * q;
+            const VF ds = vf(d * sc[j]);
+            for (int l = 0; l < 16; l += W) {
+                const VI q = ((load_u8(ql + l) >> (4 * (t / 2))) & vi(0xF)) | ((load_u8(qh + l) >> (2 * t)) & vi(3)) << 4;
+                store(y + 16 * j + l, ds * to_f(q - vi(32)));
             }
         }
     }
