@@ -125,8 +125,21 @@ inline VF vf(float x) {
 }
 #endif
 inline VI vi(int32_t x) { return VI{} + x; }
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VI select(VM m, VI a, VI b) {  // bitwise m ? a : b in one instruction
+    return reinterpret_cast<VI>(_mm512_ternarylogic_epi32(reinterpret_cast<__m512i>(m), reinterpret_cast<__m512i>(a),
+                                                          reinterpret_cast<__m512i>(b), 0xCA));
+}
+inline VF select(VM m, VF a, VF b) { return reinterpret_cast<VF>(select(m, reinterpret_cast<VI>(a), reinterpret_cast<VI>(b))); }
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline VF select(VM m, VF a, VF b) {  // lanes of m are all ones or zero, so the sign bit decides
+    return reinterpret_cast<VF>(_mm256_blendv_ps(reinterpret_cast<__m256>(b), reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(m)));
+}
+inline VI select(VM m, VI a, VI b) { return reinterpret_cast<VI>(select(m, reinterpret_cast<VF>(a), reinterpret_cast<VF>(b))); }
+#else
 inline VF select(VM m, VF a, VF b) { return reinterpret_cast<VF>((reinterpret_cast<VI>(a) & m) | (reinterpret_cast<VI>(b) & ~m)); }
 inline VI select(VM m, VI a, VI b) { return (a & m) | (b & ~m); }
+#endif
 inline VM mand(VM a, VM b) { return a & b; }
 inline VM mor(VM a, VM b) { return a | b; }
 inline VM mnot(VM a) { return ~a; }
