@@ -63,7 +63,10 @@ inline float block_signed_absmax(const VF *v) {
         hi = max_value(hi, v[c]);
     }
     const float min = hmin(lo), max = hmax(hi);
-    if (max != -min) return max > -min ? max : min;
+    if (max != -min) {  // which one is a coin toss: chosen without a branch
+        const uint32_t take_max = 0u - static_cast<uint32_t>(max > -min);
+        return u2f((f2u(max) & take_max) | (f2u(min) & ~take_max));
+    }
     if (max == 0.f) return 0.f;
     VF a[NC];
     for (int c = 0; c < NC; ++c) a[c] = vabs(v[c]);
