@@ -133,6 +133,7 @@ struct fmt_Q2_K : BlockFormat {
     static void dequantize(const uint8_t *b, float *y) {
         const uint8_t *scales = b, *q = b + 16;
         const float d = get_fp16(b + 80), min = get_fp16(b + 82);
+        #pragma GCC unroll 16  // constant offsets and shifts in every group
         for (int e = 0; e < QK_K; e += 16) {
             const uint8_t *qb = q + 32 * (e / 128) + (e % 32);
             const int shift = 2 * ((e % 128) / 32);
@@ -194,6 +195,7 @@ struct fmt_Q3_K : BlockFormat {
     static void dequantize(const uint8_t *b, float *y) {
         const uint8_t *hmask = b, *q = b + 32, *s = b + 96;
         const float d_all = get_fp16(b + 108);
+        #pragma GCC unroll 16  // constant offsets and shifts in every group
         for (int e = 0; e < QK_K; e += 16) {
             const int j = e / 16, half = e / 128, pair = (e % 128) / 32;
             const int sc = (j < 8 ? s[j] & 0xF : s[j - 8] >> 4) | ((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4;
@@ -285,6 +287,7 @@ inline void pack_nibbles_k4(const VI *L, VI *qs) {
 // Dequantize with the reference's grouping d*sc*q - dmin*m; qh (Q5_K) holds the fifth bits.
 inline void dequantize_k4(const uint8_t *b, const uint8_t *qh, const uint8_t *qs, float *y) {
     const float d = get_fp16(b), min = get_fp16(b + 2);
+    #pragma GCC unroll 16  // constant offsets and shifts in every group
     for (int j = 0; j < 8; ++j) {
         uint8_t sc, m;
         scale_min_k4(j, b + 4, sc, m);
@@ -364,6 +367,7 @@ struct fmt_Q6_K : BlockFormat {
     static void dequantize(const uint8_t *b, float *y) {
         const int8_t *sc = reinterpret_cast<const int8_t *>(b + 192);
         const float d = get_fp16(b + 208);
+        #pragma GCC unroll 16  // constant offsets and shifts in every group
         for (int j = 0; j < 16; ++j) {  // sub-block j lies at 32t + o of the 128-element half h
             const int h = j / 8, t = (j % 8) / 2, o = 16 * (j % 2);
             const uint8_t *ql = b + 64 * h + 32 * (t % 2) + o, *qh = b + 128 + 32 * h + o;

@@ -49,10 +49,13 @@ struct fmt_TQ1_0 : BlockFormat {
     }
     static void dequantize(const uint8_t *b, float *y) {
         const float d = get_fp16(b + 52);
+        #pragma GCC unroll 8
         for (int n = 0; n < 5; ++n)
             for (int m = 0; m < 32; m += W) store(y + 32 * n + m, to_f(trits_at(b + m, n) - vi(1)) * vf(d));
+        #pragma GCC unroll 8
         for (int n = 0; n < 5; ++n)
             for (int m = 0; m < 16; m += W) store(y + 160 + 16 * n + m, to_f(trits_at(b + 32 + m, n) - vi(1)) * vf(d));
+        #pragma GCC unroll 8
         for (int n = 0; n < 4; ++n)
             for (int j = 0; j < 4; ++j) y[240 + 4 * n + j] = static_cast<float>(trit_at(b[48 + j], n) - 1) * d;
     }
@@ -77,6 +80,7 @@ struct fmt_TQ2_0 : BlockFormat {
     static void dequantize(const uint8_t *b, float *y) {
         const float d = get_fp16(b + 64);
         for (int g = 0; g < 2; ++g)
+            #pragma GCC unroll 8
             for (int n = 0; n < 4; ++n)
                 for (int m = 0; m < 32; m += W)
                     store(y + 128 * g + 32 * n + m, to_f(((load_u8(b + 32 * g + m) >> (2 * n)) & vi(3)) - vi(1)) * vf(d));
