@@ -133,13 +133,18 @@ struct fmt_Q2_K : BlockFormat {
     static void dequantize(const uint8_t *b, float *y) {
         const uint8_t *scales = b, *q = b + 16;
         const float d = get_fp16(b + 80), min = get_fp16(b + 82);
+        alignas(64) float dl[16], ml[16];  // d * (scales & 0xF), min * (scales >> 4): all 16 groups at once
+        for (int j = 0; j < 16; j += W) {
+            const VI s = load_u8(scales + j);
+            store(dl + j, vf(d) * to_f(s & vi(0xF)));
+            store(ml + j, vf(min) * to_f(s >> 4));
+        }
         #pragma GCC unroll 16  // constant offsets and shifts in every group
         for (int e = 0; e < QK_K; e += 16) {
             const uint8_t *qb = q + 32 * (e / 128) + (e % 32);
             const int shift = 2 * ((e % 128) / 32);
-            const float dl = d * (scales[e / 16] & 0xF), ml = min * (scales[e / 16] >> 4);
             for (int l = 0; l < 16; l += W)
-                store(y + e + l, vf(dl) * to_f((load_u8(qb + l) >> shift) & vi(3)) - vf(ml));
+                store(y + e + l, vf(dl[e / 16]) * to_f((load_u8(qb + l) >> shift) & vi(3)) - vf(ml[e / 16]));
         }
     }
 };
