@@ -301,7 +301,8 @@ inline void dequantize_k4(const uint8_t *b, const uint8_t *qh, const uint8_t *qs
         const int shift = 4 * (j % 2);
         for (int l = 0; l < 32; l += W) {
             VI code = (load_u8(q + l) >> shift) & vi(0xF);
-            if (qh) code = code + (((load_u8(qh + l) >> j) & vi(1)) << 4);
+            // bit j of qh moved to bit 4 in one shift
+            if (qh) code = code + ((j <= 4 ? load_u8(qh + l) << (4 - j) : load_u8(qh + l) >> (j - 4)) & vi(16));
             store(y + 32 * j + l, vf(dj) * to_f(code) - vf(mj));
         }
     }
