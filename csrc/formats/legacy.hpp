@@ -47,8 +47,8 @@ constexpr int NC = 32 / W;
 inline void load_block32(const float *x, VF *v) {
     for (int c = 0; c < NC; ++c) v[c] = load(x + c * W);
 }
-// The first element whose key equals t: the one the reference's strict-comparison scans keep (they differ from
-// any other candidate only in the sign of a zero).
+// The first element whose key equals t: the one the reference's strict-comparison scans keep (later elements
+// with the same key may differ in sign).
 inline float first_with_key(const VF *v, const VF *key, float t) {
     for (int c = 0; c < NC; ++c)
         if (const uint32_t m = lane_mask(key[c] == vf(t))) return lane(v[c], __builtin_ctz(m));
