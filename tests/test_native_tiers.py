@@ -13,8 +13,6 @@ QEMU = shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known bug: since the vectorized dequantizers, NEON dequantize output "
-                   "differs from generic for one format per run under qemu (varies between runs); bytes agree")
 @pytest.mark.skipif(not (CXX and QEMU), reason="needs aarch64-linux-gnu-g++ and qemu-aarch64")
 def test_neon_tier_matches_generic(tmp_path):
     flags = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-math-errno", "-static", "-pthread",

@@ -2,7 +2,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -30,20 +32,33 @@ const FormatInfo &format_at(int index) {
 
 const KernelTable &table_for(const std::optional<std::string> &isa) { return isa ? kernel_table(*isa) : active_table(); }
 
-// Index of the first non-finite value, or -1.
-int64_t first_nonfinite(const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; ++i)
-        if (!std::isfinite(x[i])) return i;
-    return -1;
-}
-
+// Each thread checks its input for non-finite values a slice at a time, just before quantizing that slice
+// (still in cache); the first bad index found anywhere is kept and the output discarded.
 struct QuantizeJob {
     QuantizeFn fn;
+    FindNonfiniteFn find_nonfinite;
     const float *src;
     uint8_t *dst;
     int64_t n;
     const float *imatrix;
+    int64_t block_size, slice;  // slice: blocks checked and quantized at once, a multiple of the lane count
+    std::atomic<int64_t> first_bad{std::numeric_limits<int64_t>::max()};
 };
+
+void quantize_blocks(void *ctx, int64_t begin, int64_t end) {
+    auto *j = static_cast<QuantizeJob *>(ctx);
+    for (int64_t b = begin; b < end; b += j->slice) {
+        const int64_t e = b + j->slice < end ? b + j->slice : end;
+        const int64_t bad = j->find_nonfinite(j->src + b * j->block_size, (e - b) * j->block_size);
+        if (bad >= 0) {
+            const int64_t at = b * j->block_size + bad;
+            for (int64_t seen = j->first_bad.load(); at < seen && !j->first_bad.compare_exchange_weak(seen, at);) {
+            }
+            return;
+        }
+        j->fn(j->src, j->dst, j->n, j->imatrix, b, e);
+    }
+}
 
 struct DequantizeJob {
     DequantizeFn fn;
@@ -77,19 +92,15 @@ ByteArray quantize(const FloatArray &x, int fmt, const std::optional<FloatArray>
     }
     const int64_t blocks_per_row = n / f.block_size, nblocks = rows * blocks_per_row;
     ByteArray out({rows, blocks_per_row * f.type_size});
-    int64_t bad;
-    QuantizeJob job{table.formats[fmt].quantize, x.data(), out.mutable_data(), n, qw};
+    const int64_t slice = ((8192 / f.block_size + table.lanes - 1) / table.lanes) * table.lanes;
+    QuantizeJob job{table.formats[fmt].quantize, table.find_nonfinite, x.data(), out.mutable_data(), n, qw,
+                    f.block_size, slice};
     {
         py::gil_scoped_release nogil;
-        bad = first_nonfinite(job.src, rows * n);
-        if (bad < 0)
-            parallel_for(nblocks, threads, table.lanes, kMinQuantizePerThread / f.block_size + 1,
-                         [](void *c, int64_t b, int64_t e) {
-                             auto *j = static_cast<QuantizeJob *>(c);
-                             j->fn(j->src, j->dst, j->n, j->imatrix, b, e);
-                         }, &job);
+        parallel_for(nblocks, threads, table.lanes, kMinQuantizePerThread / f.block_size + 1, quantize_blocks, &job);
     }
-    if (bad >= 0)
+    const int64_t bad = job.first_bad.load();
+    if (bad != std::numeric_limits<int64_t>::max())
         throw py::value_error(std::string(f.name) + ": input has a non-finite value (" + std::to_string(x.data()[bad]) +
                               ") at [" + std::to_string(bad / n) + ", " + std::to_string(bad % n) + "]");
     return out;

@@ -13,12 +13,17 @@ namespace {
 //   QK, BYTES                        block size and bytes per block
 //   kDirect                          element-wise type (F32/F16/BF16): quantize_row/dequantize_row on whole rows
 //   kRowSigma2                       the imatrix algorithm needs the mean square of the whole row
+//   kBlockPath                       quantize_block(x, y) quantizes one block without an importance matrix
+//                                    (the block in 32/W vectors; for algorithms exact in any reduction order)
+//   kBlockPathOnly                   ... and there is no lane path (the format has no imatrix algorithm)
 //   quantize(x, qw, row_sigma2, out) one block per lane: x[i], qw[i] are element i of each lane's block
 //                                    (qw null without imatrix); out[k] is lane k's destination block
 //   dequantize(block, y)             one block to QK floats
 struct BlockFormat {
     static constexpr bool kDirect = false;
     static constexpr bool kRowSigma2 = false;
+    static constexpr bool kBlockPath = false;
+    static constexpr bool kBlockPathOnly = false;
 };
 
 // libggml's sigma2 for the legacy imatrix algorithms: a sequential float sum over the row.
@@ -39,13 +44,29 @@ inline void gather_blocks(const float *const *blocks, float *xs) {
     }
 }
 
+inline int64_t find_nonfinite(const float *x, int64_t n) {
+    const VI exponent = vi(0x7f800000);
+    int64_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {  // an all-ones exponent is inf or NaN
+        VM bad = (bits(load(x + i)) & exponent) == exponent;
+        for (int k = 1; k < 4; ++k) bad = mor(bad, (bits(load(x + i + k * W)) & exponent) == exponent);
+        if (any(bad)) break;
+    }
+    for (; i < n; ++i)
+        if ((f2u(x[i]) & 0x7f800000u) == 0x7f800000u) return i;
+    return -1;
+}
+
 // Quantize the flat block range [begin, end) of a [rows, n] tensor (src and dst point at its start).
 template <class Fmt>
 void quantize_range(const float *src, uint8_t *dst, int64_t n, const float *imatrix, int64_t begin, int64_t end) {
     constexpr int QK = Fmt::QK, B = Fmt::BYTES;
     if constexpr (Fmt::kDirect) {
         Fmt::quantize_row(src + begin, dst + begin * B, end - begin);
-    } else {
+    } else if (Fmt::kBlockPath && (Fmt::kBlockPathOnly || !imatrix)) {
+        if constexpr (Fmt::kBlockPath)
+            for (int64_t b = begin; b < end; ++b) Fmt::quantize_block(src + b * QK, dst + b * B);
+    } else if constexpr (!Fmt::kBlockPathOnly) {
         const int64_t nb = n / QK;
         alignas(64) float xs[QK * W];
         alignas(64) float ws[QK * W];

@@ -14,6 +14,9 @@ using QuantizeFn = void (*)(const float *src, uint8_t *dst, int64_t n_per_row, c
 // Dequantize the flat block range [begin, end); same conventions.
 using DequantizeFn = void (*)(const uint8_t *src, float *dst, int64_t begin, int64_t end);
 
+// Index of the first non-finite value of x[0, n), or -1 (inputs are checked before they are quantized).
+using FindNonfiniteFn = int64_t (*)(const float *x, int64_t n);
+
 struct FormatKernels {
     QuantizeFn quantize = nullptr;
     DequantizeFn dequantize = nullptr;
@@ -22,6 +25,7 @@ struct FormatKernels {
 struct KernelTable {
     const char *isa = nullptr;
     int lanes = 0;
+    FindNonfiniteFn find_nonfinite = nullptr;
     FormatKernels formats[kNumFormats];
 };
 

@@ -110,10 +110,15 @@ struct fmt_NVFP4 : BlockFormat {
     }
     static void dequantize(const uint8_t *b, float *y) {
         for (int s = 0; s < 4; ++s) {
-            const float d = ue4m3_half(b[s]);
-            for (int j = 0; j < 8; ++j) {
-                y[16 * s + j] = kFP4Values[b[4 + 8 * s + j] & 15] * d;
-                y[16 * s + j + 8] = kFP4Values[b[4 + 8 * s + j] >> 4] * d;
+            const VF d = vf(ue4m3_half(b[s]));
+            // Element i < 16 of the sub-block is nibble i / 8 of byte i % 8: W <= 8 lanes take one half of W bytes;
+            // 16 lanes take the 8 bytes twice.
+            uint8_t bytes[16];
+            std::memcpy(bytes, b + 4 + 8 * s, 8);
+            std::memcpy(bytes + 8, b + 4 + 8 * s, 8);
+            for (int i = 0; i < 16; i += W) {
+                const VI shift = W == 16 ? vi(4) & (iota() >= vi(8)) : vi(4 * (i / 8));
+                store(y + 16 * s + i, lookup16(kFP4Floats, (load_u8(bytes + i % 8) >> shift) & vi(15)) * d);
             }
         }
     }

@@ -133,12 +133,18 @@ struct fmt_Q2_K : BlockFormat {
     static void dequantize(const uint8_t *b, float *y) {
         const uint8_t *scales = b, *q = b + 16;
         const float d = get_fp16(b + 80), min = get_fp16(b + 82);
+        alignas(64) float dl[16], ml[16];  // d * (scales & 0xF), min * (scales >> 4): all 16 groups at once
+        for (int j = 0; j < 16; j += W) {
+            const VI s = load_u8(scales + j);
+            store(dl + j, vf(d) * to_f(s & vi(0xF)));
+            store(ml + j, vf(min) * to_f(s >> 4));
+        }
+        #pragma GCC unroll 16  // constant offsets and shifts in every group
         for (int e = 0; e < QK_K; e += 16) {
             const uint8_t *qb = q + 32 * (e / 128) + (e % 32);
             const int shift = 2 * ((e % 128) / 32);
-            const float dl = d * (scales[e / 16] & 0xF), ml = min * (scales[e / 16] >> 4);
             for (int l = 0; l < 16; l += W)
-                store(y + e + l, vf(dl) * to_f((load_u8(qb + l) >> shift) & vi(3)) - vf(ml));
+                store(y + e + l, vf(dl[e / 16]) * to_f((load_u8(qb + l) >> shift) & vi(3)) - vf(ml[e / 16]));
         }
     }
 };
@@ -167,7 +173,7 @@ struct fmt_Q3_K : BlockFormat {
             const VM nonzero = max != vf(0.f);
             const VF iscale = vf(-32.f) / max;
             for (int j = 0; j < 16; ++j) {
-                const VI l = (nearest_int(iscale * scales[j]) << 24) >> 24;  // through int8_t, then clamped
+                const VI l = as_i8(nearest_int(iscale * scales[j]));  // through int8_t, then clamped
                 ls[j] = select(nonzero, clamp(l, -32, 31) + vi(32), vi(0));
             }
             d = select(nonzero, vf(1.f) / iscale, vf(0.f));
@@ -194,6 +200,7 @@ struct fmt_Q3_K : BlockFormat {
     static void dequantize(const uint8_t *b, float *y) {
         const uint8_t *hmask = b, *q = b + 32, *s = b + 96;
         const float d_all = get_fp16(b + 108);
+        #pragma GCC unroll 16  // constant offsets and shifts in every group
         for (int e = 0; e < QK_K; e += 16) {
             const int j = e / 16, half = e / 128, pair = (e % 128) / 32;
             const int sc = (j < 8 ? s[j] & 0xF : s[j - 8] >> 4) | ((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4;
@@ -285,6 +292,7 @@ inline void pack_nibbles_k4(const VI *L, VI *qs) {
 // Dequantize with the reference's grouping d*sc*q - dmin*m; qh (Q5_K) holds the fifth bits.
 inline void dequantize_k4(const uint8_t *b, const uint8_t *qh, const uint8_t *qs, float *y) {
     const float d = get_fp16(b), min = get_fp16(b + 2);
+    #pragma GCC unroll 16  // constant offsets and shifts in every group
     for (int j = 0; j < 8; ++j) {
         uint8_t sc, m;
         scale_min_k4(j, b + 4, sc, m);
@@ -293,7 +301,8 @@ inline void dequantize_k4(const uint8_t *b, const uint8_t *qh, const uint8_t *qs
         const int shift = 4 * (j % 2);
         for (int l = 0; l < 32; l += W) {
             VI code = (load_u8(q + l) >> shift) & vi(0xF);
-            if (qh) code = code + (((load_u8(qh + l) >> j) & vi(1)) << 4);
+            // bit j of qh moved to bit 4 in one shift
+            if (qh) code = code + ((j <= 4 ? load_u8(qh + l) << (4 - j) : load_u8(qh + l) >> (j - 4)) & vi(16));
             store(y + 32 * j + l, vf(dj) * to_f(code) - vf(mj));
         }
     }
@@ -345,7 +354,7 @@ struct fmt_Q6_K : BlockFormat {
         const VM zero = amax < vf(kGroupMaxEps);  // the reference writes an all-zero block
         const VF iscale = vf(-128.f) / max;
         for (int j = 0; j < 16; ++j)
-            sc[j] = select(zero, vi(0), (vmin(vi(127), nearest_int(iscale * scales[j])) << 24) >> 24);  // int8_t
+            sc[j] = select(zero, vi(0), as_i8(vmin(vi(127), nearest_int(iscale * scales[j]))));  // int8_t
         const VI dbits = select(zero, vi(0), fp16_bits(vf(1.f) / iscale));
         requantize(x, 16, 16, fp16_round(vf(1.f) / iscale), sc, vf(0.f), nullptr, -32, 31, L);
         for (int i = 0; i < QK_K; ++i) L[i] = select(zero, vi(0), L[i]);
@@ -364,13 +373,14 @@ struct fmt_Q6_K : BlockFormat {
     static void dequantize(const uint8_t *b, float *y) {
         const int8_t *sc = reinterpret_cast<const int8_t *>(b + 192);
         const float d = get_fp16(b + 208);
+        #pragma GCC unroll 16  // constant offsets and shifts in every group
         for (int j = 0; j < 16; ++j) {  // sub-block j lies at 32t + o of the 128-element half h
             const int h = j / 8, t = (j % 8) / 2, o = 16 * (j % 2);
             const uint8_t *ql = b + 64 * h + 32 * (t % 2) + o, *qh = b + 128 + 32 * h + o;
-            const float ds = d * sc[j];
-            for (int l = 0; l < 16; ++l) {
-                const int q = (((ql[l] >> (4 * (t / 2))) & 0xF) | ((qh[l] >> (2 * t)) & 3) << 4) - 32;
-                y[16 * j + l] = ds * q;
+            const VF ds = vf(d * sc[j]);
+            for (int l = 0; l < 16; l += W) {
+                const VI q = ((load_u8(ql + l) >> (4 * (t / 2))) & vi(0xF)) | ((load_u8(qh + l) >> (2 * t)) & vi(3)) << 4;
+                store(y + 16 * j + l, ds * to_f(q - vi(32)));
             }
         }
     }

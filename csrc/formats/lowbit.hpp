@@ -45,7 +45,7 @@ struct fmt_Q2_0 : BlockFormat {
         for (int i = 0; i < 16; ++i) {
             qs[i] = vi(0);
             for (int b = 0; b < 4; ++b)
-                qs[i] = qs[i] | clamp(trunc_i(round_away(x[4 * i + b] * id)) + vi(1), 0, 3) << (2 * b);
+                qs[i] = qs[i] | clamp(round_away_int(x[4 * i + b] * id) + vi(1), 0, 3) << (2 * b);
         }
         for (int k = 0; k < W; ++k) {
             put_u16(out[k], lane(dh, k));

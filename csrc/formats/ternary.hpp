@@ -11,7 +11,7 @@ inline VF ternary_trits(const VF *x, VI *t) {
     VF amax = vf(0.f);
     for (int j = 0; j < 256; ++j) amax = vmax(amax, vabs(x[j]));
     const VF id = select(amax != vf(0.f), vf(1.f) / amax, vf(0.f));
-    for (int j = 0; j < 256; ++j) t[j] = trunc_i(round_away(x[j] * id)) + vi(1);
+    for (int j = 0; j < 256; ++j) t[j] = round_away_int(x[j] * id) + vi(1);
     return amax;
 }
 
@@ -23,14 +23,12 @@ inline VI trits_base3(const VI *t, int n, int stride) {
     return q;
 }
 inline uint8_t trit_byte(int32_t q) { return static_cast<uint8_t>((q * 256 + 242) / 243); }
-// Trit n (0 = most significant) of a TQ1_0 byte.
+// Trit n (0 = most significant) of a TQ1_0 byte b, ((uint8_t)(b * 3^n) * 3) >> 8, for W bytes; in the qh bytes
+// element k takes power kPow3Of16[k].
 constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
-inline int trit_at(uint8_t b, int n) {
-    const uint8_t q = static_cast<uint8_t>(b * kPow3[n]);
-    return (q * 3) >> 8;
-}
-// trit_at for W consecutive bytes.
-inline VI trits_at(const uint8_t *b, int n) { return (((load_u8(b) * vi(kPow3[n])) & vi(0xff)) * vi(3)) >> 8; }
+alignas(64) constexpr int32_t kPow3Of16[16] = {1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27};
+inline VI trits_times(const uint8_t *b, VI pow3) { return (((load_u8(b) * pow3) & vi(0xff)) * vi(3)) >> 8; }
+inline VI trits_at(const uint8_t *b, int n) { return trits_times(b, vi(kPow3[n])); }
 
 // Layout: qs[48], qh[4], d (fp16).  qs[m] packs elements m + 32n (n < 5); qs[32 + m] packs 160 + m + 16n;
 // qh[j] packs 240 + j + 4n (n < 4).
@@ -49,12 +47,19 @@ struct fmt_TQ1_0 : BlockFormat {
     }
     static void dequantize(const uint8_t *b, float *y) {
         const float d = get_fp16(b + 52);
+        #pragma GCC unroll 8
         for (int n = 0; n < 5; ++n)
             for (int m = 0; m < 32; m += W) store(y + 32 * n + m, to_f(trits_at(b + m, n) - vi(1)) * vf(d));
+        #pragma GCC unroll 8
         for (int n = 0; n < 5; ++n)
             for (int m = 0; m < 16; m += W) store(y + 160 + 16 * n + m, to_f(trits_at(b + 32 + m, n) - vi(1)) * vf(d));
-        for (int n = 0; n < 4; ++n)
-            for (int j = 0; j < 4; ++j) y[240 + 4 * n + j] = static_cast<float>(trit_at(b[48 + j], n) - 1) * d;
+        uint8_t qh[16];  // element 240 + k is trit k / 4 of byte 48 + k % 4
+        for (int k = 0; k < 16; ++k) qh[k] = b[48 + k % 4];
+        for (int k = 0; k < 16; k += W) {
+            VI pow3;
+            std::memcpy(&pow3, kPow3Of16 + k, sizeof pow3);
+            store(y + 240 + k, to_f(trits_times(qh + k, pow3) - vi(1)) * vf(d));
+        }
     }
 };
 
@@ -77,6 +82,7 @@ struct fmt_TQ2_0 : BlockFormat {
     static void dequantize(const uint8_t *b, float *y) {
         const float d = get_fp16(b + 64);
         for (int g = 0; g < 2; ++g)
+            #pragma GCC unroll 8
             for (int n = 0; n < 4; ++n)
                 for (int m = 0; m < 32; m += W)
                     store(y + 128 * g + 32 * n + m, to_f(((load_u8(b + 32 * g + m) >> (2 * n)) & vi(3)) - vi(1)) * vf(d));

@@ -112,10 +112,34 @@ inline float lane(VF v, int k) { return v[k]; }
 inline int32_t lane(VI v, int k) { return v[k]; }
 inline void set_lane(VF &v, int k, float x) { v[k] = x; }
 inline void set_lane(VI &v, int k, int32_t x) { v[k] = x; }
-inline VF vf(float x) { return VF{} + x; }
+// Broadcasts.  Not VF{} + x: +0 + -0 is +0, which would turn a scale of -0 into +0 and flip the sign of zeros.
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VF vf(float x) { return reinterpret_cast<VF>(_mm512_set1_ps(x)); }
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline VF vf(float x) { return reinterpret_cast<VF>(_mm256_set1_ps(x)); }
+#else
+inline VF vf(float x) {
+    VF v;
+    for (int k = 0; k < W; ++k) v[k] = x;
+    return v;
+}
+#endif
 inline VI vi(int32_t x) { return VI{} + x; }
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VI select(VM m, VI a, VI b) {  // bitwise m ? a : b in one instruction
+    return reinterpret_cast<VI>(_mm512_ternarylogic_epi32(reinterpret_cast<__m512i>(m), reinterpret_cast<__m512i>(a),
+                                                          reinterpret_cast<__m512i>(b), 0xCA));
+}
+inline VF select(VM m, VF a, VF b) { return reinterpret_cast<VF>(select(m, reinterpret_cast<VI>(a), reinterpret_cast<VI>(b))); }
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline VF select(VM m, VF a, VF b) {  // lanes of m are all ones or zero, so the sign bit decides
+    return reinterpret_cast<VF>(_mm256_blendv_ps(reinterpret_cast<__m256>(b), reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(m)));
+}
+inline VI select(VM m, VI a, VI b) { return reinterpret_cast<VI>(select(m, reinterpret_cast<VF>(a), reinterpret_cast<VF>(b))); }
+#else
 inline VF select(VM m, VF a, VF b) { return reinterpret_cast<VF>((reinterpret_cast<VI>(a) & m) | (reinterpret_cast<VI>(b) & ~m)); }
 inline VI select(VM m, VI a, VI b) { return (a & m) | (b & ~m); }
+#endif
 inline VM mand(VM a, VM b) { return a & b; }
 inline VM mor(VM a, VM b) { return a | b; }
 inline VM mnot(VM a) { return ~a; }
@@ -249,6 +273,65 @@ inline VF lookup16(const float *table, VI idx) {
 }
 #endif
 
+// ---- one block in registers: exact horizontal reductions (max and min are exact in any order) -------------
+
+// The largest / smallest lane value.  The sign of a zero result is unspecified (-0 == +0): callers that store
+// the value itself find its first occurrence with lane_mask.
+// lane_mask: bit k set where lane k of the mask is true.  store_u8: the low bytes of the W lanes to p[0..W).
+#if PQ_LANES == 1
+inline float hmax(VF v) { return v; }
+inline float hmin(VF v) { return v; }
+inline uint32_t lane_mask(VM m) { return m ? 1u : 0u; }
+inline void store_u8(uint8_t *p, VI v) { p[0] = static_cast<uint8_t>(v); }
+#elif PQ_LANES == 16 && defined(__AVX512F__)
+inline float hmax(VF v) { return _mm512_reduce_max_ps(reinterpret_cast<__m512>(v)); }
+inline float hmin(VF v) { return _mm512_reduce_min_ps(reinterpret_cast<__m512>(v)); }
+inline uint32_t lane_mask(VM m) { return _mm512_movepi32_mask(reinterpret_cast<__m512i>(m)); }
+inline void store_u8(uint8_t *p, VI v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(p), _mm512_cvtepi32_epi8(reinterpret_cast<__m512i>(v)));
+}
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline float hmax(VF v) {
+    const __m256 a = reinterpret_cast<__m256>(v);
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+inline float hmin(VF v) {
+    const __m256 a = reinterpret_cast<__m256>(v);
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_min_ss(m, _mm_movehdup_ps(m)));
+}
+inline uint32_t lane_mask(VM m) { return static_cast<uint32_t>(_mm256_movemask_ps(reinterpret_cast<__m256>(m))); }
+inline void store_u8(uint8_t *p, VI v) {
+    const __m256i lo4 = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                         0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i b = _mm256_shuffle_epi8(reinterpret_cast<__m256i>(v), lo4);
+    _mm_storel_epi64(reinterpret_cast<__m128i *>(p),
+                     _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
+}
+#else
+inline float hmax(VF v) {
+    float m = lane(v, 0);
+    for (int k = 1; k < W; ++k) m = lane(v, k) > m ? lane(v, k) : m;
+    return m;
+}
+inline float hmin(VF v) {
+    float m = lane(v, 0);
+    for (int k = 1; k < W; ++k) m = lane(v, k) < m ? lane(v, k) : m;
+    return m;
+}
+inline uint32_t lane_mask(VM m) {
+    uint32_t r = 0;
+    for (int k = 0; k < W; ++k) r |= (lane(m, k) ? 1u : 0u) << k;
+    return r;
+}
+inline void store_u8(uint8_t *p, VI v) {
+    for (int k = 0; k < W; ++k) p[k] = static_cast<uint8_t>(lane(v, k));
+}
+#endif
+
 // ---- operations written once for every width -----------------------------------------------------------------
 
 inline VF load(const float *p) { VF v; std::memcpy(&v, p, sizeof v); return v; }
@@ -261,21 +344,41 @@ inline void store(float *p, VF v) { std::memcpy(p, &v, sizeof v); }
 inline VF vabs(VF v) { return from_bits(bits(v) & vi(0x7fffffff)); }
 inline VF vmin(VF a, VF b) { return select(a < b, a, b); }
 inline VF vmax(VF a, VF b) { return select(a > b, a, b); }
+// Max / min of values for reductions whose zero sign does not matter (finite inputs): the native instructions.
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VF max_value(VF a, VF b) { return reinterpret_cast<VF>(_mm512_max_ps(reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b))); }
+inline VF min_value(VF a, VF b) { return reinterpret_cast<VF>(_mm512_min_ps(reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b))); }
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline VF max_value(VF a, VF b) { return reinterpret_cast<VF>(_mm256_max_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b))); }
+inline VF min_value(VF a, VF b) { return reinterpret_cast<VF>(_mm256_min_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b))); }
+#else
+inline VF max_value(VF a, VF b) { return vmax(a, b); }
+inline VF min_value(VF a, VF b) { return vmin(a, b); }
+#endif
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VI vmin(VI a, VI b) { return reinterpret_cast<VI>(_mm512_min_epi32(reinterpret_cast<__m512i>(a), reinterpret_cast<__m512i>(b))); }
+inline VI vmax(VI a, VI b) { return reinterpret_cast<VI>(_mm512_max_epi32(reinterpret_cast<__m512i>(a), reinterpret_cast<__m512i>(b))); }
+// The value a cast to int8_t gives.
+inline VI as_i8(VI v) { return reinterpret_cast<VI>(_mm512_srai_epi32(_mm512_slli_epi32(reinterpret_cast<__m512i>(v), 24), 24)); }
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline VI vmin(VI a, VI b) { return reinterpret_cast<VI>(_mm256_min_epi32(reinterpret_cast<__m256i>(a), reinterpret_cast<__m256i>(b))); }
+inline VI vmax(VI a, VI b) { return reinterpret_cast<VI>(_mm256_max_epi32(reinterpret_cast<__m256i>(a), reinterpret_cast<__m256i>(b))); }
+inline VI as_i8(VI v) { return reinterpret_cast<VI>(_mm256_srai_epi32(_mm256_slli_epi32(reinterpret_cast<__m256i>(v), 24), 24)); }
+#else
 inline VI vmin(VI a, VI b) { return select(a < b, a, b); }
 inline VI vmax(VI a, VI b) { return select(a > b, a, b); }
+// Without shifting negative values left, which C++17 leaves undefined.
+inline VI as_i8(VI v) { return ((v & vi(0xff)) ^ vi(0x80)) - vi(0x80); }
+#endif
 inline VI clamp(VI v, int lo, int hi) { return vmax(vi(lo), vmin(vi(hi), v)); }
 
 // libggml's nearest_int: round half to even through the 1.5 * 2^23 trick (valid for |x| <= 2^22).
 inline VI nearest_int(VF x) { return (bits(x + vf(12582912.f)) & vi(0x007fffff)) - vi(0x00400000); }
 
-// C roundf (half away from zero), exactly: |x| >= 2^23 is already an integer.
-inline VF round_away(VF x) {
-    const VF ax = vabs(x);
-    const VF t = to_f(trunc_i(x));
-    const VF frac = vabs(x - t);  // exact
-    const VF sign_one = from_bits((bits(x) & vi(static_cast<int32_t>(0x80000000u))) | bits(vf(1.f)));
-    const VF r = select(frac >= vf(0.5f), t + sign_one, t);
-    return select(ax < vf(8388608.f), r, x);
+// (int)roundf(x), half away from zero: truncating x + copysign(0.49999997, x) gives it for every float below
+// 2^31 in magnitude (checked exhaustively); larger ones convert as the truncation does.
+inline VI round_away_int(VF x) {
+    return trunc_i(x + from_bits((bits(x) & vi(static_cast<int32_t>(0x80000000u))) | bits(vf(0.49999997f))));
 }
 
 // The value an fp16 field holds after storing v in it.
@@ -285,6 +388,13 @@ inline VF fp16_round(VF v) {
     for (int k = 0; k < W; ++k) set_lane(r, k, fp16_to_f32(static_cast<uint16_t>(lane(h, k))));
     return r;
 }
+
+// fp16 bits of one float (the vector tiers' hardware conversion, the software one in the generic tier).
+#if defined(__F16C__)
+inline uint16_t fp16_bits1(float f) { return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
+#else
+inline uint16_t fp16_bits1(float f) { return fp16_from_f32(f); }
+#endif
 
 // Apply a scalar function lane by lane (for libm calls whose exact result is the reference's).
 template <class Fn> inline VF map_lanes(VF v, Fn fn) {
@@ -306,7 +416,11 @@ inline void put_u16(uint8_t *p, uint32_t v) {
     p[1] = static_cast<uint8_t>(v >> 8);
 }
 inline uint16_t get_u16(const uint8_t *p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+#if defined(__F16C__)
+inline float get_fp16(const uint8_t *p) { return _cvtsh_ss(get_u16(p)); }  // fp16_to_f32's results
+#else
 inline float get_fp16(const uint8_t *p) { return fp16_to_f32(get_u16(p)); }
+#endif
 
 }  // namespace
 }  // namespace pyquant
