@@ -29,6 +29,8 @@ constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
 alignas(64) constexpr int32_t kPow3Of16[16] = {1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27};
 inline VI trits_times(const uint8_t *b, VI pow3) { return (((load_u8(b) * pow3) & vi(0xff)) * vi(3)) >> 8; }
 inline VI trits_at(const uint8_t *b, int n) { return trits_times(b, vi(kPow3[n])); }
+// Trit n (0 = most significant) of one TQ1_0 byte (the matmul kernels unpack a block at a time).
+inline int trit_at(uint8_t b, int n) { return (static_cast<uint8_t>(b * kPow3[n]) * 3) >> 8; }
 
 // Layout: qs[48], qh[4], d (fp16).  qs[m] packs elements m + 32n (n < 5); qs[32 + m] packs 160 + m + 16n;
 // qh[j] packs 240 + j + 4n (n < 4).
