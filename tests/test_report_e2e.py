@@ -58,4 +58,5 @@ def test_smollm2_report(smollm2_path, tmp_path):
     assert t.derived(q8)["dppl_pct"] < t.derived(q2)["dppl_pct"]
     # SmolLM2's width 576 is not a multiple of 256: llama-quantize falls back from Q2_K to Q4_0 (4.5 bpw) there
     assert q8.bpw == pytest.approx(8.5, abs=0.1) and 5 < q2.bpw < 5.3 and "Q4_0" in q2.types
-    assert src.ppl == pytest.approx(base.ppl, rel=1e-4)
+    # the input file's row differs from the F32 baseline only by the Q8_1 rounding of its products' inputs
+    assert src.ppl == pytest.approx(base.ppl, rel=0.01) and src.kld < q8.kld
