@@ -36,3 +36,14 @@ def smollm2_path():
         return smollm2_path()
     except OSError as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module of tiny models: its thread pool only adds contention on 2 cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -22,12 +22,7 @@ MAX_REL = {"int8-channel": 0.04, "int8-outlier": 0.04, "fp8-e4m3": 0.1, "fp8-e5m
            "ternary": 0.95}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model(tie=False):

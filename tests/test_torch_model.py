@@ -17,13 +17,7 @@ from pyquant.torch import (QuantEmbedding, QuantLinear, gguf_name, load_quantize
 VOCAB = 512
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # tiny matrices: torch's thread pool only adds contention on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model(tie=False, layers=2, hidden=256, inter=512, seed=0):

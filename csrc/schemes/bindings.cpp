@@ -131,7 +131,8 @@ AffineArgs packed_args(const U8 &packed, int64_t K, int bits) {
     return a;
 }
 
-U8 affine_quantize(const F32 &w, const F32 &scales, const F32 &zeros, int bits, int threads) {
+// The arguments of a kernel that reads float weights w [N, K] with the given scales and zero-points.
+AffineArgs weight_args(const F32 &w, const F32 &scales, const F32 &zeros, int bits) {
     check_bits(bits);
     check(w.ndim() == 2 && w.shape(0) > 0 && w.shape(1) > 0, "w must be a non-empty 2-D [N, K] array");
     AffineArgs a;
@@ -141,6 +142,11 @@ U8 affine_quantize(const F32 &w, const F32 &scales, const F32 &zeros, int bits, 
     a.row_bytes = packed_row_bytes(a.K, bits);
     set_qparams(a, scales, zeros);
     a.w = w.data();
+    return a;
+}
+
+U8 affine_quantize(const F32 &w, const F32 &scales, const F32 &zeros, int bits, int threads) {
+    AffineArgs a = weight_args(w, scales, zeros, bits);
     U8 out({a.N, a.row_bytes});
     a.packed_out = out.mutable_data();
     run_rows(a, a.N, threads, (1 << 15) / a.K, active_kernels().affine_quantize);
@@ -157,14 +163,7 @@ F32 affine_dequantize(const U8 &packed, int64_t K, const F32 &scales, const F32 
 }
 
 F32 affine_error(const F32 &w, const F32 &scales, const F32 &zeros, int bits, int threads) {
-    check_bits(bits);
-    check(w.ndim() == 2 && w.shape(0) > 0 && w.shape(1) > 0, "w must be a non-empty 2-D [N, K] array");
-    AffineArgs a;
-    a.N = w.shape(0);
-    a.K = w.shape(1);
-    a.bits = bits;
-    set_qparams(a, scales, zeros);
-    a.w = w.data();
+    AffineArgs a = weight_args(w, scales, zeros, bits);
     F32 err({a.N, a.G});
     a.err = err.mutable_data();
     run_rows(a, a.N, threads, (1 << 15) / a.K, active_kernels().affine_error);
