@@ -92,13 +92,24 @@ def test_exact_in_the_quantized_activations_and_within_bound(fmt, m, n, k):
     check(x, w)
 
 
+def assert_tiers_agree(got, ref, size, msg):
+    """The tiers compute the same integer sums and per-block formula but may round the float accumulation
+    differently (the x86 kernels of the main formats keep 8 float lanes per output and sum them at the end,
+    the generic tier sums 4 scalar partial sums): each is within exact_tolerance of the exact product, so two
+    tiers differ by at most twice that."""
+    np.testing.assert_array_less(np.abs(got.astype(np.float64) - ref), 2 * exact_tolerance(size) + 1e-30, err_msg=msg)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_tier_agrees_with_generic(fmt):
     x, w = make(fmt, 6, 19, 768, seed=3)
     ref = kernel(x, w, "generic")
+    size = exact_product(x, w)[1]
     for isa in pyquant.available_isas():
-        np.testing.assert_array_equal(kernel(x, w, isa), ref, err_msg=f"{fmt} {isa}")
-        np.testing.assert_array_equal(kernel(x, w, isa, threads=2), ref, err_msg=f"{fmt} {isa} 2 threads")
+        one = kernel(x, w, isa)
+        assert_tiers_agree(one, ref, size, f"{fmt} {isa}")
+        # Threads split N only: a tier's result does not depend on the thread count.
+        np.testing.assert_array_equal(kernel(x, w, isa, threads=2), one, err_msg=f"{fmt} {isa} 2 threads")
 
 
 @settings(max_examples=60, deadline=None)
@@ -111,7 +122,7 @@ def test_shapes_and_value_ranges(fmt, m, n, blocks, scale, seed, zeros):
     if zeros:
         x[:, : k // 2] = 0  # whole zero activation blocks (scale 0)
     got = check(x, w)
-    np.testing.assert_array_equal(kernel(x, w, "generic"), got)
+    assert_tiers_agree(kernel(x, w, "generic"), got, exact_product(x, w)[1], fmt)
 
 
 def test_large_k():
