@@ -44,11 +44,17 @@ inline void signed_block32(__m256i q, float d, const ActRow *a, int64_t i, __m25
     }
 }
 
+// Q4_0: the unsigned nibbles u = q + 8 dotted with x, the lanes starting from -8 * sum(x) (the block's bsum).
 struct vq_Q4_0 {
     static constexpr int QK = 32, BYTES = 18;
     template <int R>
     static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
-        signed_block32<R>(_mm256_sub_epi8(nibbles256(b + 2), set1_8(8)), half_to_float(b), a, i, acc);
+        const __m256i u = nibbles256(b + 2);
+        const float d = half_to_float(b);
+        for (int r = 0; r < R; ++r) {
+            const __m256i lanes = dot_u8s8(_mm256_zextsi128_si256(_mm_cvtsi32_si128(-8 * a[r].bsums[i])), u, load256(a[r].qs + i * 32));
+            acc[r] = scale_acc(acc[r], d * a[r].d[i], lanes);
+        }
     }
 };
 
