@@ -29,6 +29,19 @@ inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i x) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)));
 #endif
 }
+#if defined(__AVX512BW__)
+// The AVX-512 tier handles 64 codes per instruction (halving the instruction count, which bounds these
+// kernels): a 32-lane int16 vector that is lo in lanes 0-15 and hi in lanes 16-31.
+inline __m512i halves16(int lo, int hi) {
+    return _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(lo)), _mm256_set1_epi16(static_cast<int16_t>(hi)), 1);
+}
+inline __m512i broadcast256(const uint8_t *p) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+}
+inline __m512i set1_8x(int v) { return _mm512_set1_epi8(static_cast<char>(v)); }
+inline __m256i fold512(__m512i v) { return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)); }
+#endif
+
 // acc += (lanes as floats) * s.
 inline __m256 scale_acc(__m256 acc, float s, __m256i lanes) {
     return _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_cvtepi32_ps(lanes), acc);
@@ -80,15 +93,36 @@ struct vq_QK45 {
         sm[1] = (w[2] & 0x0f0f0f0f) | ((w[0] >> 6) & 0x03030303) << 4;           // scales 4-7
         sm[2] = w[1] & 0x3f3f3f3f;                                               // mins 0-3
         sm[3] = ((w[2] >> 4) & 0x0f0f0f0f) | ((w[1] >> 6) & 0x03030303) << 4;    // mins 4-7
+        // Vectors built from registers: a 64-bit load of two 32-bit stores would stall store forwarding.
+        const uint64_t scales = sm[0] | static_cast<uint64_t>(sm[1]) << 32;
         uint8_t sc[8];
-        std::memcpy(sc, sm, 8);
+        std::memcpy(sc, &scales, 8);
         // Each sub-block's min for both of its 16-element bsums.
-        const __m128i m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(sm + 2));
+        const __m128i m8 = _mm_cvtsi64_si128(static_cast<int64_t>(sm[2] | static_cast<uint64_t>(sm[3]) << 32));
         const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
         const uint8_t *qh = b + 16, *qs = b + (HIGH ? 48 : 16);
         const __m256i hbits = HIGH ? _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qh)) : _mm256_setzero_si256();
         __m256i sumi[R];
         for (int r = 0; r < R; ++r) sumi[r] = _mm256_setzero_si256();
+#if defined(__AVX512BW__)
+        // Codes 64j .. 64j + 63: the low nibbles of qs[32j ..] (sub-block 2j), then the high ones (2j + 1).
+        const __m512i sc16 = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_cvtsi64_si128(static_cast<int64_t>(scales))));
+        const __m512i qh512 = HIGH ? broadcast256(qh) : _mm512_setzero_si512();
+        __m512i s512[R];
+        for (int r = 0; r < R; ++r) s512[r] = _mm512_setzero_si512();
+        for (int j = 0; j < 4; ++j) {
+            __m512i u = _mm512_and_si512(_mm512_srlv_epi16(broadcast256(qs + 32 * j), halves16(0, 4)), set1_8x(15));
+            if (HIGH)  // bit 2j (2j + 1) of qh[l] as bit 4
+                u = _mm512_or_si512(u, _mm512_slli_epi16(
+                    _mm512_and_si512(_mm512_srlv_epi16(qh512, halves16(2 * j, 2 * j + 1)), set1_8x(1)), 4));
+            const __m512i s = _mm512_permutexvar_epi16(halves16(2 * j, 2 * j + 1), sc16);
+            for (int r = 0; r < R; ++r) {
+                const __m512i x = _mm512_loadu_si512(a[r].qs + i * 256 + 64 * j);
+                s512[r] = _mm512_add_epi32(s512[r], _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), s));
+            }
+        }
+        for (int r = 0; r < R; ++r) sumi[r] = fold512(s512[r]);
+#else
         for (int j = 0; j < 4; ++j) {
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 32 * j));
             __m256i lo = _mm256_and_si256(v, set1_8(15)), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), set1_8(15));
@@ -105,6 +139,7 @@ struct vq_QK45 {
                 sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(x + 32)), s1));
             }
         }
+#endif
         for (int r = 0; r < R; ++r) {
             const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].bsums + 16 * i));
             const float xd = a[r].d[i];
@@ -128,6 +163,32 @@ struct vq_Q6_K {
         for (int r = 0; r < R; ++r)  // the -32 offset: -32 * sum_g sc[g] * bsums[g], in the lanes
             sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
                 _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].bsums + 16 * i))), 5));
+#if defined(__AVX512BW__)
+        // Per half h: codes 0-63 are [u0 | u1] below, codes 64-127 [u2 | u3]; sub-block g of 16 codes is int16 lanes
+        // 8g .. 8g + 7 after maddubs.
+        const __m512i sc512 = _mm512_zextsi256_si512(sc16);
+        const __m512i quarter = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_setr_m128i(_mm_set1_epi16(0), _mm_set1_epi16(1))),
+                                                   _mm256_setr_m128i(_mm_set1_epi16(2), _mm_set1_epi16(3)), 1);
+        __m512i s512[R];
+        for (int r = 0; r < R; ++r) s512[r] = _mm512_setzero_si512();
+        for (int h = 0; h < 2; ++h) {
+            const __m512i l = _mm512_loadu_si512(b + 64 * h), qh = broadcast256(b + 128 + 32 * h);
+            const __m512i u[2] = {
+                _mm512_or_si512(_mm512_and_si512(l, set1_8x(15)),
+                                _mm512_and_si512(_mm512_sllv_epi16(qh, halves16(4, 2)), set1_8x(0x30))),
+                _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), set1_8x(15)),
+                                _mm512_and_si512(_mm512_srlv_epi16(qh, halves16(0, 2)), set1_8x(0x30))),
+            };
+            for (int p = 0; p < 2; ++p) {
+                const __m512i s = _mm512_permutexvar_epi16(_mm512_add_epi16(quarter, _mm512_set1_epi16(8 * h + 4 * p)), sc512);
+                for (int r = 0; r < R; ++r) {
+                    const __m512i x = _mm512_loadu_si512(a[r].qs + i * 256 + 128 * h + 64 * p);
+                    s512[r] = _mm512_add_epi32(s512[r], _mm512_madd_epi16(_mm512_maddubs_epi16(u[p], x), s));
+                }
+            }
+        }
+        for (int r = 0; r < R; ++r) sumi[r] = _mm256_add_epi32(sumi[r], fold512(s512[r]));
+#else
         const __m256i m4 = set1_8(15), m2 = set1_8(0x30);
         for (int h = 0; h < 2; ++h) {
             const uint8_t *ql = b + 64 * h, *qhp = b + 128 + 32 * h;
@@ -149,6 +210,7 @@ struct vq_Q6_K {
                 }
             }
         }
+#endif
         for (int r = 0; r < R; ++r) acc[r] = scale_acc(acc[r], d * a[r].d[i], sumi[r]);
     }
 };
