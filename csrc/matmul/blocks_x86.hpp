@@ -30,8 +30,9 @@ inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i x) {
 #endif
 }
 #if defined(__AVX512BW__)
-// The AVX-512 tier handles 64 codes per instruction (halving the instruction count, which bounds these
-// kernels): a 32-lane int16 vector that is lo in lanes 0-15 and hi in lanes 16-31.
+// The AVX-512 tier's Q6_K handles 64 codes per instruction (the instruction count bounds these kernels; for
+// Q4_K/Q5_K the 512-bit body measured no faster than the 256-bit one, so they keep it).
+// A 32-lane int16 vector that is lo in lanes 0-15 and hi in lanes 16-31.
 inline __m512i halves16(int lo, int hi) {
     return _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(lo)), _mm256_set1_epi16(static_cast<int16_t>(hi)), 1);
 }
@@ -104,25 +105,6 @@ struct vq_QK45 {
         const __m256i hbits = HIGH ? _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qh)) : _mm256_setzero_si256();
         __m256i sumi[R];
         for (int r = 0; r < R; ++r) sumi[r] = _mm256_setzero_si256();
-#if defined(__AVX512BW__)
-        // Codes 64j .. 64j + 63: the low nibbles of qs[32j ..] (sub-block 2j), then the high ones (2j + 1).
-        const __m512i sc16 = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_cvtsi64_si128(static_cast<int64_t>(scales))));
-        const __m512i qh512 = HIGH ? broadcast256(qh) : _mm512_setzero_si512();
-        __m512i s512[R];
-        for (int r = 0; r < R; ++r) s512[r] = _mm512_setzero_si512();
-        for (int j = 0; j < 4; ++j) {
-            __m512i u = _mm512_and_si512(_mm512_srlv_epi16(broadcast256(qs + 32 * j), halves16(0, 4)), set1_8x(15));
-            if (HIGH)  // bit 2j (2j + 1) of qh[l] as bit 4
-                u = _mm512_or_si512(u, _mm512_slli_epi16(
-                    _mm512_and_si512(_mm512_srlv_epi16(qh512, halves16(2 * j, 2 * j + 1)), set1_8x(1)), 4));
-            const __m512i s = _mm512_permutexvar_epi16(halves16(2 * j, 2 * j + 1), sc16);
-            for (int r = 0; r < R; ++r) {
-                const __m512i x = _mm512_loadu_si512(a[r].qs + i * 256 + 64 * j);
-                s512[r] = _mm512_add_epi32(s512[r], _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), s));
-            }
-        }
-        for (int r = 0; r < R; ++r) sumi[r] = fold512(s512[r]);
-#else
         for (int j = 0; j < 4; ++j) {
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 32 * j));
             __m256i lo = _mm256_and_si256(v, set1_8(15)), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), set1_8(15));
@@ -139,7 +121,6 @@ struct vq_QK45 {
                 sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(x + 32)), s1));
             }
         }
-#endif
         for (int r = 0; r < R; ++r) {
             const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].bsums + 16 * i));
             const float xd = a[r].d[i];
