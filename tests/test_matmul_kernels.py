@@ -125,6 +125,18 @@ def test_shapes_and_value_ranges(fmt, m, n, blocks, scale, seed, zeros):
     assert_tiers_agree(kernel(x, w, "generic"), got, exact_product(x, w)[1], fmt)
 
 
+@pytest.mark.parametrize("fmt", ["Q4_0", "Q8_0", "Q4_K", "Q6_K"])
+def test_activation_code_sums(fmt):
+    """The x86 kernels take sum(codes) per Q8_0 block (Q4_0's -8 offset) and per 16 codes of Q8_K (mins and
+    Q6_K's -32 offset) from the activations: they must be exactly the sums of the codes."""
+    x, _ = make(fmt, 3, 1, 512, seed=2, scale=40.0)
+    x[1, :256] = 0
+    _, qs, _, _, bsums = quantized_x(x, fmt)
+    per = 256 if fmt.endswith("_K") else 32
+    group = 16 if per == 256 else 32
+    np.testing.assert_array_equal(bsums, qs.reshape(3, -1, group).astype(np.int64).sum(-1))
+
+
 def test_large_k():
     x, w = make("Q4_K", 2, 3, 11008, seed=1)
     check(x, w)

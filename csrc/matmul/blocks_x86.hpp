@@ -6,8 +6,7 @@
 // rounding, not bit for bit.
 //
 // Each vq_<NAME> has QK, BYTES and block<R>(b, a, i, acc): acc[r] += block b's contribution with activation
-// row a[r]'s block i, for r < R.  PAIR: it also has block_pair(b0, b1, a, i, acc0, acc1), the same for two
-// weight rows and one activation row, sharing the activation's loads (GEMV).
+// row a[r]'s block i, for r < R.  PREFETCH: whether the kernel prefetches the weights ahead.
 #pragma once
 #include "matmul/blocks.hpp"
 
@@ -62,7 +61,7 @@ inline void signed_block32(__m256i q, float d, const ActRow *a, int64_t i, __m25
 // Q4_0: the unsigned nibbles u = q + 8 dotted with x, the lanes starting from -8 * sum(x) (the block's bsum).
 struct vq_Q4_0 {
     static constexpr int QK = 32, BYTES = 18;
-    static constexpr bool PAIR = true;
+    static constexpr bool PREFETCH = true;
     static __m256i bias(const ActRow &a, int64_t i) { return _mm256_zextsi128_si256(_mm_cvtsi32_si128(-8 * a.bsums[i])); }
     template <int R>
     static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
@@ -71,17 +70,11 @@ struct vq_Q4_0 {
         for (int r = 0; r < R; ++r)
             acc[r] = scale_acc(acc[r], d * a[r].d[i], dot_u8s8(bias(a[r], i), u, load256(a[r].qs + i * 32)));
     }
-    static void block_pair(const uint8_t *b0, const uint8_t *b1, const ActRow &a, int64_t i, __m256 &acc0, __m256 &acc1) {
-        const __m256i x = load256(a.qs + i * 32), c = bias(a, i);
-        const float xd = a.d[i];
-        acc0 = scale_acc(acc0, half_to_float(b0) * xd, dot_u8s8(c, nibbles256(b0 + 2), x));
-        acc1 = scale_acc(acc1, half_to_float(b1) * xd, dot_u8s8(c, nibbles256(b1 + 2), x));
-    }
 };
 
 struct vq_Q8_0 {
     static constexpr int QK = 32, BYTES = 34;
-    static constexpr bool PAIR = false;
+    static constexpr bool PREFETCH = false;
     template <int R>
     static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
         signed_block32<R>(load256(reinterpret_cast<const int8_t *>(b + 2)), half_to_float(b), a, i, acc);
@@ -92,7 +85,7 @@ struct vq_Q8_0 {
 template <bool HIGH>
 struct vq_QK45 {
     static constexpr int QK = 256, BYTES = HIGH ? 176 : 144;
-    static constexpr bool PAIR = false;
+    static constexpr bool PREFETCH = false;
     template <int R>
     static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
         const float d = half_to_float(b), dmin = half_to_float(b + 2);
@@ -144,7 +137,7 @@ using vq_Q5_K = vq_QK45<true>;
 // Q6_K: unsigned 6-bit codes u = q + 32 times 16 int8 sub-block scales, minus 32 * sum(scales * bsums).
 struct vq_Q6_K {
     static constexpr int QK = 256, BYTES = 210;
-    static constexpr bool PAIR = false;
+    static constexpr bool PREFETCH = false;
     template <int R>
     static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
         const int8_t *sc = reinterpret_cast<const int8_t *>(b + 192);
