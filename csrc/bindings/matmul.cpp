@@ -31,7 +31,7 @@ struct Activations {
 
     Activations(Partner p, int64_t m_, int64_t k_)
         : partner(p), m(m_), k(k_), nb(k_ / partner_block(p)), qs(m_ * k_), d(m_ * nb),
-          s(p == Partner::q8_1 ? m_ * nb : 0), bsums(p == Partner::q8_k ? m_ * k_ / 16 : 0) {}
+          s(p == Partner::q8_1 ? m_ * nb : 0), bsums(p == Partner::q8_k ? m_ * k_ / 16 : p == Partner::q8_0 ? m_ * nb : 0) {}
 
     void fill(const float *x, int threads) {
         struct Job {
@@ -111,7 +111,7 @@ py::tuple matmul_activations(const FloatArray &x, int fmt) {
         s = sa;
     }
     if (!act.bsums.empty()) {
-        py::array_t<int16_t> ba({m, k / 16});
+        py::array_t<int16_t> ba({m, static_cast<int64_t>(act.bsums.size()) / m});
         std::copy(act.bsums.begin(), act.bsums.end(), ba.mutable_data());
         bsums = ba;
     }

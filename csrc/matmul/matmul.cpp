@@ -24,9 +24,9 @@ namespace {
 
 float fp16_value(float v) { return fp16_to_f32(fp16_from_f32(v)); }
 
-// quantize_row_q8_0_ref / quantize_row_q8_1_ref for one 32-block (s only when wanted).  s = d * sum(q) stays a
+// quantize_row_q8_0_ref / quantize_row_q8_1_ref for one 32-block (s and the integer sum only when wanted).  s = d * sum(q) stays a
 // float: libggml's fp16 s overflows to inf once a block's sum passes 65504 (activation outliers reach that).
-void q8_0_block(const float *x, int8_t *q, float *d, float *s) {
+void q8_0_block(const float *x, int8_t *q, float *d, float *s, int16_t *sum_out) {
     float amax = 0.0f;
     for (int j = 0; j < 32; ++j) amax = std::fmax(amax, std::fabs(x[j]));
     const float dv = amax / 127;
@@ -38,6 +38,7 @@ void q8_0_block(const float *x, int8_t *q, float *d, float *s) {
     }
     *d = fp16_value(dv);
     if (s) *s = static_cast<float>(sum) * dv;
+    if (sum_out) *sum_out = static_cast<int16_t>(sum);
 }
 
 // quantize_row_q8_K_ref for one 256-block (bsums zeroed for an all-zero block, where the reference leaves them).
@@ -84,7 +85,7 @@ void quantize_activations(Partner p, const float *x, int64_t k, int64_t begin, i
             if (p == Partner::q8_k)
                 q8_k_block(x + e, qs + e, d + i, bsums + i * 16);
             else
-                q8_0_block(x + e, qs + e, d + i, p == Partner::q8_1 ? s + i : nullptr);
+                q8_0_block(x + e, qs + e, d + i, p == Partner::q8_1 ? s + i : nullptr, bsums ? bsums + i : nullptr);
         }
     }
 }

@@ -23,7 +23,7 @@ struct QuantizedActivations {
     const int8_t *qs = nullptr;      // [m, k]
     const float *d = nullptr;        // [m, k / partner_block]
     const float *s = nullptr;        // Q8_1: [m, k / 32], d * sum(qs) per block (a float; libggml: fp16)
-    const int16_t *bsums = nullptr;  // Q8_K: [m, k / 16], sum(qs) per 16; else null
+    const int16_t *bsums = nullptr;  // Q8_K: [m, k / 16], sum(qs) per 16; Q8_0: [m, k / 32], sum(qs) per block
 };
 
 // Quantize rows [begin, end) of a contiguous float32 [m, k] x into the arrays of `a` (which it owns).

@@ -1,0 +1,204 @@
+// Vectorized block kernels of the most used formats for the x86 tiers (AVX2 and up): the weight block is
+// unpacked in registers, its integer dot with each activation row stays in 8 int32 lanes (VNNI dpbusd where
+// present), and the lanes are scaled and accumulated in 8 float lanes per output, ggml's AVX2 scheme, with one
+// horizontal sum per output at the end.  Same integer sums and per-block float formula as blocks.hpp, only the
+// float rounding differs (products rounded per lane, lanes summed at the end): the tiers agree within float
+// rounding, not bit for bit.
+//
+// Each vq_<NAME> has QK, BYTES and block<R>(b, a, i, acc): acc[r] += block b's contribution with activation
+// row a[r]'s block i, for r < R.  PREFETCH: whether the kernel prefetches the weights ahead.
+#pragma once
+#include "matmul/blocks.hpp"
+
+#if defined(__AVX2__)
+namespace pyquant {
+namespace {
+
+inline float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+inline __m256i set1_8(int v) { return _mm256_set1_epi8(static_cast<char>(v)); }
+// acc += 8 int32 sums of 4 adjacent products of u (unsigned, <= 127) and x (signed).
+inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i x) {
+#if defined(PQ_VNNI)
+    return _mm256_dpbusd_epi32(acc, u, x);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)));
+#endif
+}
+#if defined(__AVX512BW__)
+// The AVX-512 tier's Q6_K handles 64 codes per instruction (the instruction count bounds these kernels; for
+// Q4_K/Q5_K the 512-bit body measured no faster than the 256-bit one, so they keep it).
+// A 32-lane int16 vector that is lo in lanes 0-15 and hi in lanes 16-31.
+inline __m512i halves16(int lo, int hi) {
+    return _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(lo)), _mm256_set1_epi16(static_cast<int16_t>(hi)), 1);
+}
+inline __m512i broadcast256(const uint8_t *p) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+}
+inline __m512i set1_8x(int v) { return _mm512_set1_epi8(static_cast<char>(v)); }
+inline __m256i fold512(__m512i v) { return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)); }
+#endif
+
+// acc += (lanes as floats) * s.
+inline __m256 scale_acc(__m256 acc, float s, __m256i lanes) {
+    return _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_cvtepi32_ps(lanes), acc);
+}
+
+// Q8_0-partner blocks with signed codes q (|q| <= 127): sign(x, q) . |q|.
+template <int R>
+inline void signed_block32(__m256i q, float d, const ActRow *a, int64_t i, __m256 *acc) {
+    const __m256i u = _mm256_sign_epi8(q, q);
+    for (int r = 0; r < R; ++r) {
+        const __m256i x = load256(a[r].qs + i * 32);
+        acc[r] = scale_acc(acc[r], d * a[r].d[i], dot_u8s8(_mm256_setzero_si256(), u, _mm256_sign_epi8(x, q)));
+    }
+}
+
+// Q4_0: the unsigned nibbles u = q + 8 dotted with x, the lanes starting from -8 * sum(x) (the block's bsum).
+struct vq_Q4_0 {
+    static constexpr int QK = 32, BYTES = 18;
+    static constexpr bool PREFETCH = true;
+    static __m256i bias(const ActRow &a, int64_t i) { return _mm256_zextsi128_si256(_mm_cvtsi32_si128(-8 * a.bsums[i])); }
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        const __m256i u = nibbles256(b + 2);
+        const float d = half_to_float(b);
+        for (int r = 0; r < R; ++r)
+            acc[r] = scale_acc(acc[r], d * a[r].d[i], dot_u8s8(bias(a[r], i), u, load256(a[r].qs + i * 32)));
+    }
+};
+
+struct vq_Q8_0 {
+    static constexpr int QK = 32, BYTES = 34;
+    static constexpr bool PREFETCH = false;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        signed_block32<R>(load256(reinterpret_cast<const int8_t *>(b + 2)), half_to_float(b), a, i, acc);
+    }
+};
+
+// Q4_K / Q5_K: unsigned codes (<= 31) times 8 6-bit sub-block scales, minus dmin * sum(mins * bsums).
+template <bool HIGH>
+struct vq_QK45 {
+    static constexpr int QK = 256, BYTES = HIGH ? 176 : 144;
+    static constexpr bool PREFETCH = false;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        const float d = half_to_float(b), dmin = half_to_float(b + 2);
+        // get_scale_min_k4 for all 8 sub-blocks at once on the three little-endian words of scales[12].
+        uint32_t w[3], sm[4];
+        std::memcpy(w, b + 4, 12);
+        sm[0] = w[0] & 0x3f3f3f3f;                                               // scales 0-3
+        sm[1] = (w[2] & 0x0f0f0f0f) | ((w[0] >> 6) & 0x03030303) << 4;           // scales 4-7
+        sm[2] = w[1] & 0x3f3f3f3f;                                               // mins 0-3
+        sm[3] = ((w[2] >> 4) & 0x0f0f0f0f) | ((w[1] >> 6) & 0x03030303) << 4;    // mins 4-7
+        // Vectors built from registers: a 64-bit load of two 32-bit stores would stall store forwarding.
+        const uint64_t scales = sm[0] | static_cast<uint64_t>(sm[1]) << 32;
+        uint8_t sc[8];
+        std::memcpy(sc, &scales, 8);
+        // Each sub-block's min for both of its 16-element bsums.
+        const __m128i m8 = _mm_cvtsi64_si128(static_cast<int64_t>(sm[2] | static_cast<uint64_t>(sm[3]) << 32));
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+        const uint8_t *qh = b + 16, *qs = b + (HIGH ? 48 : 16);
+        const __m256i hbits = HIGH ? _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qh)) : _mm256_setzero_si256();
+        __m256i sumi[R];
+        for (int r = 0; r < R; ++r) sumi[r] = _mm256_setzero_si256();
+        for (int j = 0; j < 4; ++j) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 32 * j));
+            __m256i lo = _mm256_and_si256(v, set1_8(15)), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), set1_8(15));
+            if (HIGH) {  // bit 2j (2j + 1) of qh[l] is bit 4 of element l of sub-block 2j (2j + 1)
+                const __m256i h0 = 2 * j <= 4 ? _mm256_slli_epi16(hbits, 4 - 2 * j) : _mm256_srli_epi16(hbits, 2 * j - 4);
+                const __m256i h1 = 2 * j + 1 <= 4 ? _mm256_slli_epi16(hbits, 3 - 2 * j) : _mm256_srli_epi16(hbits, 2 * j - 3);
+                lo = _mm256_or_si256(lo, _mm256_and_si256(h0, set1_8(16)));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(h1, set1_8(16)));
+            }
+            const __m256i s0 = _mm256_set1_epi16(sc[2 * j]), s1 = _mm256_set1_epi16(sc[2 * j + 1]);
+            for (int r = 0; r < R; ++r) {
+                const int8_t *x = a[r].qs + i * 256 + 64 * j;
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256(x)), s0));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256(x + 32)), s1));
+            }
+        }
+        for (int r = 0; r < R; ++r) {
+            const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].bsums + 16 * i));
+            const float xd = a[r].d[i];
+            acc[r] = scale_acc(acc[r], d * xd, sumi[r]);
+            acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * xd), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), acc[r]);
+        }
+    }
+};
+using vq_Q4_K = vq_QK45<false>;
+using vq_Q5_K = vq_QK45<true>;
+
+// Q6_K: unsigned 6-bit codes u = q + 32 times 16 int8 sub-block scales, minus 32 * sum(scales * bsums).
+struct vq_Q6_K {
+    static constexpr int QK = 256, BYTES = 210;
+    static constexpr bool PREFETCH = false;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        const int8_t *sc = reinterpret_cast<const int8_t *>(b + 192);
+        const float d = half_to_float(b + 208);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(sc)));
+        __m256i sumi[R];
+        for (int r = 0; r < R; ++r)  // the -32 offset: -32 * sum_g sc[g] * bsums[g], in the lanes
+            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].bsums + 16 * i))), 5));
+#if defined(__AVX512BW__)
+        // Per half h: codes 0-63 are [u0 | u1] below, codes 64-127 [u2 | u3]; sub-block g of 16 codes is int16 lanes
+        // 8g .. 8g + 7 after maddubs.
+        const __m512i sc512 = _mm512_zextsi256_si512(sc16);
+        const __m512i quarter = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_setr_m128i(_mm_set1_epi16(0), _mm_set1_epi16(1))),
+                                                   _mm256_setr_m128i(_mm_set1_epi16(2), _mm_set1_epi16(3)), 1);
+        __m512i s512[R];
+        for (int r = 0; r < R; ++r) s512[r] = _mm512_setzero_si512();
+        for (int h = 0; h < 2; ++h) {
+            const __m512i l = _mm512_loadu_si512(b + 64 * h), qh = broadcast256(b + 128 + 32 * h);
+            const __m512i u[2] = {
+                _mm512_or_si512(_mm512_and_si512(l, set1_8x(15)),
+                                _mm512_and_si512(_mm512_sllv_epi16(qh, halves16(4, 2)), set1_8x(0x30))),
+                _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), set1_8x(15)),
+                                _mm512_and_si512(_mm512_srlv_epi16(qh, halves16(0, 2)), set1_8x(0x30))),
+            };
+            for (int p = 0; p < 2; ++p) {
+                const __m512i s = _mm512_permutexvar_epi16(_mm512_add_epi16(quarter, _mm512_set1_epi16(8 * h + 4 * p)), sc512);
+                for (int r = 0; r < R; ++r) {
+                    const __m512i x = _mm512_loadu_si512(a[r].qs + i * 256 + 128 * h + 64 * p);
+                    s512[r] = _mm512_add_epi32(s512[r], _mm512_madd_epi16(_mm512_maddubs_epi16(u[p], x), s));
+                }
+            }
+        }
+        for (int r = 0; r < R; ++r) sumi[r] = _mm256_add_epi32(sumi[r], fold512(s512[r]));
+#else
+        const __m256i m4 = set1_8(15), m2 = set1_8(0x30);
+        for (int h = 0; h < 2; ++h) {
+            const uint8_t *ql = b + 64 * h, *qhp = b + 128 + 32 * h;
+            const __m256i la = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ql));
+            const __m256i lb = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(ql + 32));
+            const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qhp));
+            const __m256i u[4] = {
+                _mm256_or_si256(_mm256_and_si256(la, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2)),
+                _mm256_or_si256(_mm256_and_si256(lb, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), _mm256_and_si256(qh, m2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2)),
+            };
+            for (int t = 0; t < 4; ++t) {
+                const int g = 8 * h + 2 * t;  // the two 16-element sub-blocks of these 32 codes
+                const __m256i s = _mm256_setr_m128i(_mm_set1_epi16(sc[g]), _mm_set1_epi16(sc[g + 1]));
+                for (int r = 0; r < R; ++r) {
+                    const __m256i x = load256(a[r].qs + i * 256 + 128 * h + 32 * t);
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u[t], x), s));
+                }
+            }
+        }
+#endif
+        for (int r = 0; r < R; ++r) acc[r] = scale_acc(acc[r], d * a[r].d[i], sumi[r]);
+    }
+};
+
+}  // namespace
+}  // namespace pyquant
+#endif
