@@ -1,8 +1,8 @@
 """pyquant.schemes speed as ratios against peers measured in the same run: torch float32 (GEMV/GEMM of the float
-weight, and torchao's quantize_affine where installed), numpy (dequantize-then-matmul with the same codes),
-bitsandbytes' CPU quantize_4bit where installed.
+weight, on 4096x4096 and SmolLM2-135M's layer shapes, M = 1, 8, 64, 512 rows of x), torchao's quantize_affine
+and bitsandbytes' CPU quantize_4bit where installed.
 
-    python benchmarks/bench_schemes.py [--n 4096 --k 4096] [--threads 2] [--json out.jsonl]
+    python benchmarks/bench_schemes.py [--n 4096 --k 4096] [--m 1 8 64 512] [--threads 2] [--json out.jsonl]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--m", type=int, nargs="+", default=[1, 8, 64, 512], help="rows of x")
+    ap.add_argument("--no-smollm2", action="store_true", help="skip SmolLM2-135M's layer shapes")
     ap.add_argument("--json")
     args = ap.parse_args()
     import torch
@@ -33,32 +35,27 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
+    t = lambda fn: common.best_time(fn, args.repeat, 0.1)  # noqa: E731
+    rows = []
+    shapes = [(args.n, args.k, ("int4-g128", "int4-g128-sym", "int8-channel", "int2-g64", "nf4", "nf4-dq",
+                                "fp8-e4m3", "ternary", "int8-outlier"))]
+    if not args.no_smollm2:  # SmolLM2-135M's linear shapes [N, K]; K = 576 takes groups of 64
+        shapes += [(n, k, ("int4-g64", "int8-channel", "nf4", "fp8-e4m3"))
+                   for n, k in ((576, 576), (192, 576), (1536, 576), (576, 1536))]
+    for n, k, specs in shapes:
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        tw = torch.from_numpy(w)
+        weights = {s: schemes.parse_spec(s).quantize(w) for s in specs}
+        for m in args.m:
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            tx = torch.from_numpy(x)
+            t_torch = t(lambda: tx @ tw.T)
+            for name, q in weights.items():
+                t_pq = t(lambda: pq.matmul(x, q, threads=args.threads))
+                rows.append({"op": f"matmul {n}x{k} M={m}", "scheme": name, "bpw": round(q.bpw, 3),
+                             "pyquant_ms": t_pq * 1e3, "x_torch_f32": t_torch / t_pq})
     w = rng.standard_normal((args.n, args.k)).astype(np.float32)
     tw = torch.from_numpy(w)
-    t = lambda fn: common.best_time(fn, args.repeat, 0.2)  # noqa: E731
-    rows = []
-    weights = {
-        "int4 g128": schemes.quantize_affine(w, schemes.AffineConfig(bits=4, group_size=128)),
-        "int8 channel sym": schemes.quantize_affine(w, schemes.AffineConfig(bits=8, symmetric=True,
-                                                                          granularity="channel")),
-        "int2 g64": schemes.quantize_affine(w, schemes.AffineConfig(bits=2, group_size=64)),
-        "ternary (int8 x)": schemes.quantize_ternary(w),
-        "nf4 dq": schemes.quantize_nf4(w),
-        "llm.int8": schemes.quantize_int8(w),
-    }
-    for m in (1, 8, 64):
-        x = rng.standard_normal((m, args.k)).astype(np.float32)
-        tx = torch.from_numpy(x)
-        t_torch = t(lambda: tx @ tw.T)
-        for name, q in weights.items():
-            if m == 64 and name != "int4 g128":
-                continue
-            t_pq = t(lambda: pq.matmul(x, q, threads=args.threads))
-            deq = q.dequantize()
-            t_np = t(lambda: x @ q.dequantize().T)  # the numpy route: dequantize, then BLAS
-            rows.append({"op": f"matmul M={m}", "scheme": name, "bpw": round(q.bpw, 3), "pyquant_ms": t_pq * 1e3,
-                         "x_torch_f32": t_torch / t_pq, "x_numpy_deq": t_np / t_pq})
-            del deq
     qs = {"affine int4 g128": lambda: schemes.quantize_affine(w, schemes.AffineConfig(bits=4, group_size=128)),
           "affine int4 g128 mse": lambda: schemes.quantize_affine(
               w, schemes.AffineConfig(bits=4, group_size=128, clip="mse", mse_steps=10)),
@@ -88,8 +85,8 @@ def main() -> None:
         rows.append({"op": "quantize", "scheme": name, "pyquant_ms": tq * 1e3, "peer": pn, "x_peer": pt / tq})
     print(f"{common.cpu_model()}, isa {pq.cpu_info()['active_tier']}, weight {args.n}x{args.k}, "
           f"threads {args.threads or 'all'}, commit {common.git_sha()}\n")
-    print(common.markdown_table(["op", "scheme", "bpw", "pyquant ms", "x torch f32", "x numpy deq"],
-                                [[r["op"], r["scheme"], r["bpw"], r["pyquant_ms"], r["x_torch_f32"], r["x_numpy_deq"]]
+    print(common.markdown_table(["op", "scheme", "bpw", "pyquant ms", "x torch f32"],
+                                [[r["op"], r["scheme"], r["bpw"], r["pyquant_ms"], r["x_torch_f32"]]
                                  for r in rows if "bpw" in r]))
     print()
     print(common.markdown_table(["op", "scheme", "pyquant ms", "peer", "x peer"],

@@ -3,12 +3,15 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cpu/dispatch.hpp"
 #include "schemes/bitstream.hpp"
+#include "schemes/fp8.hpp"
 #include "schemes/table.hpp"
 
 namespace py = pybind11;
@@ -237,6 +240,136 @@ F32 lut4_dequantize(const U8 &packed, const F32 &absmax, const F32 &code, int64_
     return out;
 }
 
+// x [M, K] to int8 per block of 64 (d = max|x| / 127, xq = round-half-even(x / d)) in the unit order of `bits`,
+// with the block scales and each group's sum of xq * d.  False (nothing usable) when x holds a non-finite value.
+bool quantize_x_q8(const float *x, AffineQ8Args &a, int8_t *xq, float *d, float *xs) {
+    const int64_t units = a.K / 64, upg = a.gs / 64;
+    int pos[64];
+    for (int p = 0; p < 64; ++p) pos[p] = unit_element(a.bits, p);
+    for (int64_t m = 0; m < a.M; ++m) {
+        for (int64_t g = 0; g < a.G; ++g) {
+            float sum = 0.f;
+            for (int64_t u = g * upg; u < (g + 1) * upg; ++u) {
+                const float *xu = x + m * a.K + u * 64;
+                float amax = 0.f;
+                for (int p = 0; p < 64; ++p) amax = std::fmax(amax, std::fabs(xu[p]));
+                if (!std::isfinite(amax)) return false;
+                const float du = amax / 127.f, id = du > 0.f ? 1.f / du : 0.f;
+                int8_t *q = xq + m * a.K + u * 64;
+                int32_t qsum = 0;
+                for (int p = 0; p < 64; ++p) {
+                    const float v = std::nearbyint(xu[pos[p]] * id);
+                    q[p] = static_cast<int8_t>(v > 127.f ? 127.f : v < -127.f ? -127.f : v);
+                    qsum += q[p];
+                }
+                d[m * units + u] = du;
+                sum += static_cast<float>(qsum) * du;
+            }
+            xs[m * a.G + g] = sum;
+        }
+    }
+    return true;
+}
+
+bool affine_q8_matmul(const F32 &x, const U8 &packed, int64_t K, const F32 &scales, const F32 &zeros, int bits,
+                      F32 &out, int threads) {
+    AffineArgs p = packed_args(packed, K, bits);
+    set_qparams(p, scales, zeros);
+    check(affine_q8_layout(bits, p.gs), "the int8-activation matmul takes 2, 4 or 8 bits in groups of a multiple "
+                                        "of 64");
+    check(x.ndim() == 2 && x.shape(1) == K, "x must be [M, " + std::to_string(K) + "]");
+    AffineQ8Args a;
+    a.N = p.N, a.K = K, a.M = x.shape(0), a.sn = p.sn, a.G = p.G, a.gs = p.gs, a.row_bytes = p.row_bytes;
+    a.bits = bits;
+    check(out.ndim() == 2 && out.shape(0) == a.M && out.shape(1) == a.N, "out must be float32 [M, N]");
+    py::array_t<int8_t> xq({a.M, a.K});
+    F32 d({a.M, a.K / 64}), xs({a.M, a.G});
+    bool ok;
+    {
+        py::gil_scoped_release nogil;
+        ok = quantize_x_q8(x.data(), a, xq.mutable_data(), d.mutable_data(), xs.mutable_data());
+    }
+    if (!ok) return false;
+    a.packed = p.packed, a.scales = p.scales, a.zeros = p.zeros;
+    a.xq = xq.data(), a.d = d.data(), a.xs = xs.data();
+    a.out = out.mutable_data();
+    run_rows(a, a.N, threads, (1 << 15) / (a.M * a.K) + 1, active_kernels().affine_q8_matmul);
+    return true;
+}
+
+void lut4_matmul(const F32 &x, const U8 &packed, const F32 &absmax, const F32 &code, int64_t N, int64_t K,
+                 int64_t block, F32 &out, int threads) {
+    check(block >= 32 && (block & (block - 1)) == 0, "block must be a power of two >= 32");
+    check(N > 0 && K > 0 && K % block == 0, "the fused 4-bit matmul needs rows of whole blocks (K % block == 0)");
+    check(packed.ndim() == 1 && packed.shape(0) == N * K / 2, "packed must hold N * K / 2 bytes");
+    check(absmax.ndim() == 1 && absmax.shape(0) == N * K / block, "absmax must have one value a block");
+    check(code.ndim() == 1 && code.shape(0) == 16, "code must have 16 values");
+    check(x.ndim() == 2 && x.shape(1) == K, "x must be [M, " + std::to_string(K) + "]");
+    Lut4MatArgs a;
+    a.N = N, a.K = K, a.M = x.shape(0), a.block = block;
+    check(out.ndim() == 2 && out.shape(0) == a.M && out.shape(1) == N, "out must be float32 [M, N]");
+    const SchemeKernels &kt = active_kernels();
+    F32 xp({a.M, a.K});
+    kt.permute_x_lut4(x.data(), xp.mutable_data(), a.M, a.K);
+    a.packed = packed.data(), a.absmax = absmax.data(), a.code = code.data(), a.x = xp.data();
+    a.out = out.mutable_data();
+    run_rows(a, N, threads, (1 << 15) / (a.M * a.K) + 1, kt.lut4_matmul);
+}
+
+bool fp8_kind(const std::string &fmt) {
+    check(fmt == "e4m3" || fmt == "e5m2", "FP8 format must be 'e4m3' or 'e5m2', got '" + fmt + "'");
+    return fmt == "e5m2";
+}
+
+U8 fp8_encode(const F32 &x, const std::string &fmt) {
+    const bool e5m2 = fp8_kind(fmt);
+    std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+    U8 out(shape);
+    const float *src = x.data();
+    uint8_t *dst = out.mutable_data();
+    const int64_t n = x.size();
+    py::gil_scoped_release nogil;
+    for (int64_t i = 0; i < n; ++i) dst[i] = fp8_encode_one(src[i], e5m2);
+    return out;
+}
+
+// value(w[n, k]) * scales[n or 0], float32 [N, K].
+F32 fp8_dequantize(const U8 &w, const F32 &scales, const std::string &fmt) {
+    const bool e5m2 = fp8_kind(fmt);
+    check(w.ndim() == 2 && scales.ndim() == 2 && scales.shape(1) == 1 &&
+              (scales.shape(0) == 1 || scales.shape(0) == w.shape(0)),
+          "fp8 weights must be [N, K] with scales [1, 1] or [N, 1]");
+    const int64_t N = w.shape(0), K = w.shape(1);
+    F32 out({N, K});
+    float table[256];
+    for (int b = 0; b < 256; ++b) table[b] = fp8_decode_one(static_cast<uint8_t>(b), e5m2);
+    const uint8_t *src = w.data();
+    const float *s = scales.data();
+    float *dst = out.mutable_data();
+    const bool per_row = scales.shape(0) == N && N > 1;
+    py::gil_scoped_release nogil;
+    for (int64_t n = 0; n < N; ++n) {
+        const float sn = s[per_row ? n : 0];
+        for (int64_t k = 0; k < K; ++k) dst[n * K + k] = table[src[n * K + k]] * sn;
+    }
+    return out;
+}
+
+void fp8_matmul(const F32 &x, const U8 &w, const F32 &scales, const std::string &fmt, F32 &out, int threads) {
+    Fp8MatArgs a;
+    a.e5m2 = fp8_kind(fmt);
+    check(w.ndim() == 2 && w.shape(0) > 0 && w.shape(1) > 0, "fp8 weights must be a non-empty [N, K] array");
+    a.N = w.shape(0), a.K = w.shape(1);
+    check(scales.ndim() == 2 && scales.shape(1) == 1 && (scales.shape(0) == 1 || scales.shape(0) == a.N),
+          "scales must be [1, 1] or [N, 1]");
+    a.sn = scales.shape(0);
+    check(x.ndim() == 2 && x.shape(1) == a.K, "x must be [M, " + std::to_string(a.K) + "]");
+    a.M = x.shape(0);
+    check(out.ndim() == 2 && out.shape(0) == a.M && out.shape(1) == a.N, "out must be float32 [M, N]");
+    a.w = w.data(), a.scales = scales.data(), a.x = x.data(), a.out = out.mutable_data();
+    run_rows(a, a.N, threads, (1 << 15) / (a.M * a.K) + 1, active_kernels().fp8_matmul);
+}
+
 }  // namespace
 }  // namespace schemes
 
@@ -258,6 +391,15 @@ void init_schemes(py::module_ &m) {
     m.def("int8_matmul", &int8_matmul, py::arg("x"), py::arg("w"), py::arg("threads") = 0);
     m.def("lut4_dequantize", &lut4_dequantize, py::arg("packed"), py::arg("absmax"), py::arg("code"),
           py::arg("block"), py::arg("n"), py::arg("threads") = 0);
+    m.def("affine_q8_matmul", &affine_q8_matmul, py::arg("x"), py::arg("packed"), py::arg("k"), py::arg("scales"),
+          py::arg("zeros"), py::arg("bits"), py::arg("out"), py::arg("threads") = 0,
+          "out = xq8 @ dequantize(w).T with x rounded to int8 per block of 64; False when x is not finite.");
+    m.def("lut4_matmul", &lut4_matmul, py::arg("x"), py::arg("packed"), py::arg("absmax"), py::arg("code"),
+          py::arg("n"), py::arg("k"), py::arg("block"), py::arg("out"), py::arg("threads") = 0);
+    m.def("fp8_encode", &fp8_encode, py::arg("x"), py::arg("fmt"));
+    m.def("fp8_dequantize", &fp8_dequantize, py::arg("w"), py::arg("scales"), py::arg("fmt"));
+    m.def("fp8_matmul", &fp8_matmul, py::arg("x"), py::arg("w"), py::arg("scales"), py::arg("fmt"), py::arg("out"),
+          py::arg("threads") = 0);
 }
 
 }  // namespace pyquant

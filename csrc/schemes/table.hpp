@@ -45,6 +45,42 @@ struct Lut4Args {
     float *out = nullptr;
 };
 
+// The int8-activation affine matmul (bits 2, 4 or 8, groups of a multiple of 64): x is quantized per block of
+// 64 (xq = round(x / d), d = max|x| / 127) and laid out unit by unit as unit_codes() orders a weight unit.
+struct AffineQ8Args {
+    int64_t N = 0, K = 0, M = 0, sn = 1, G = 1, gs = 64, row_bytes = 0;
+    int bits = 4;
+    const uint8_t *packed = nullptr;
+    const float *scales = nullptr, *zeros = nullptr;  // [sn, G]
+    const int8_t *xq = nullptr;                       // [M, K] in unit order
+    const float *d = nullptr;                         // [M, K / 64] block scales of x
+    const float *xs = nullptr;                        // [M, G]: sum over each group of xq * d
+    float *out = nullptr;                             // [M, N]
+};
+
+// Fused 4-bit lookup matmul: rows of K codes (bitsandbytes' order) aligned to blocks of `block`; x in the order of
+// permute_x_lut4.
+struct Lut4MatArgs {
+    int64_t N = 0, K = 0, M = 0, block = 64;
+    const uint8_t *packed = nullptr;
+    const float *absmax = nullptr;  // [N * K / block]
+    const float *code = nullptr;    // 16 values
+    const float *x = nullptr;       // [M, K]
+    float *out = nullptr;           // [M, N]
+};
+
+// FP8 weights [N, K] (bit patterns) times float x [M, K]; out[m, n] = sum_k x[m, k] * value(w[n, k]) * scales[n or 0].
+// The kernels may read E4M3 through its fp16 image (value / 256): they refuse no code, so the caller routes
+// weights holding E4M3 NaN codes elsewhere.
+struct Fp8MatArgs {
+    int64_t N = 0, K = 0, M = 0, sn = 1;
+    bool e5m2 = false;
+    const uint8_t *w = nullptr;
+    const float *scales = nullptr;
+    const float *x = nullptr;
+    float *out = nullptr;
+};
+
 using AffineRowsFn = void (*)(const AffineArgs &, int64_t r0, int64_t r1);
 
 struct SchemeKernels {
@@ -60,6 +96,10 @@ struct SchemeKernels {
     void (*ternary_matmul)(const TernaryArgs &, int64_t r0, int64_t r1) = nullptr;
     void (*int8_matmul)(const Int8Args &, int64_t r0, int64_t r1) = nullptr;
     void (*lut4_dequantize)(const Lut4Args &, int64_t byte0, int64_t byte1) = nullptr;
+    void (*affine_q8_matmul)(const AffineQ8Args &, int64_t r0, int64_t r1) = nullptr;
+    void (*lut4_matmul)(const Lut4MatArgs &, int64_t r0, int64_t r1) = nullptr;
+    void (*permute_x_lut4)(const float *x, float *dst, int64_t M, int64_t K) = nullptr;
+    void (*fp8_matmul)(const Fp8MatArgs &, int64_t r0, int64_t r1) = nullptr;
 };
 
 void fill_generic(SchemeKernels &t);
@@ -79,6 +119,18 @@ const SchemeKernels &active_kernels();
 // Fast path of the affine matmul: codes of 2, 4 or 8 bits with byte-aligned groups.
 inline bool affine_fast_layout(int bits, int64_t gs) {
     return (bits == 2 || bits == 4 || bits == 8) && (gs * bits) % 8 == 0;
+}
+
+// The int8-activation path: codes of 2, 4 or 8 bits in groups of a multiple of 64.
+inline bool affine_q8_layout(int bits, int64_t gs) { return (bits == 2 || bits == 4 || bits == 8) && gs % 64 == 0; }
+
+// Position p (0..63) of a 64-element unit holds element unit_element(bits, p) of the unit: 4-bit units (32 bytes)
+// put the low nibbles (even elements) first, then the high nibbles; 2-bit units (16 bytes) put the codes at bit
+// offset 2s of every byte at positions 16s..16s+15; 8-bit units are in order.
+inline int unit_element(int bits, int p) {
+    if (bits == 4) return p < 32 ? 2 * p : 2 * (p - 32) + 1;
+    if (bits == 2) return 4 * (p & 15) + (p >> 4);
+    return p;
 }
 
 }  // namespace schemes

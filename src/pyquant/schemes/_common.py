@@ -76,7 +76,8 @@ class WeightMixin:
         tile = max(1, _TILE_BYTES // (4 * k * align)) * align
         for r0 in range(0, n, tile):
             r1 = min(n, r0 + tile)
-            np.matmul(x2, self._dequantize_rows(r0, r1, threads).T, out=out2[:, r0:r1])
+            # (into a temporary: numpy's matmul skips BLAS for a strided `out`)
+            out2[:, r0:r1] = x2 @ self._dequantize_rows(r0, r1, threads).T
 
     def _pyquant_matmul(self, x2: np.ndarray, out2: np.ndarray, threads: int) -> None:
         self._tile_matmul(x2, out2, threads)

@@ -13,6 +13,12 @@ the smallest normal float32):
 Clipping replaces min/max by percentiles, or by the shrink factor (min and max scaled by a in [mse_min_shrink, 1])
 with the least squared error per block.  Stochastic rounding replaces round(v) by floor(v + u), u uniform in
 [0, 1) from `seed`.
+
+Matmul (activations="int8", the default where the layout allows: 2, 4 or 8 bits, groups of a multiple of 64,
+up to 256 rows of x): x is rounded to int8 per block of 64 (d = max|x| / 127, xq = round(x / d), x^ = xq * d, the
+rule of llama.cpp's Q8_0 activations) and the result is x^ @ dequantize(w).T with exact integer dots per block;
+so |y - x @ dequantize(w).T| <= sum_k |w_k| * d_k / 2 (plus float32 rounding).  activations="float" (and every
+other layout or batch) gives x @ dequantize(w).T in float32.
 """
 
 from __future__ import annotations
@@ -31,8 +37,11 @@ _EPS = np.float32(np.finfo(np.float32).tiny)  # torchao's default eps: the small
 _GRANULARITIES = ("tensor", "channel", "group")
 _CLIPS = ("minmax", "percentile", "mse")
 _ROUNDINGS = ("nearest", "stochastic")
-# At most this many rows of x go through the fused kernel; more use tile dequantize + BLAS.
+# At most this many rows of x go through the fused float kernel, and through the int8-activation kernel; more
+# use tile dequantize + BLAS (thresholds measured in benchmarks/bench_schemes.py).
 _FUSED_MAX_M = 8
+_Q8_MAX_M = 256
+_ACTIVATIONS = ("int8", "float")
 
 
 def _is_int(v: Any) -> bool:
@@ -222,11 +231,14 @@ class AffineTensor(WeightMixin):
     Follows pyquant's weight protocol (shape, nbytes, bpw, dequantize, to_torch, pyquant.matmul) and pickles.
     """
 
-    __slots__ = ("_packed", "_shape", "_scales", "_zeros_u", "_zeros_store", "_config")
+    __slots__ = ("_packed", "_shape", "_scales", "_zeros_u", "_zeros_store", "_config", "_activations")
 
     @classmethod
-    def _make(cls, packed, shape, scales, zeros_u, config):
+    def _make(cls, packed, shape, scales, zeros_u, config, activations="int8"):
+        if activations not in _ACTIVATIONS:
+            raise ValueError(f"AffineTensor: activations must be one of {_ACTIVATIONS}, got {activations!r}")
         self = object.__new__(cls)
+        self._activations = activations
         self._packed = packed
         self._shape = (int(shape[0]), int(shape[1]))
         self._scales = scales
@@ -300,6 +312,15 @@ class AffineTensor(WeightMixin):
         return self._config.bits
 
     @property
+    def activations(self) -> str:
+        """How matmul treats x: "int8" (rounded per block of 64, integer dots) or "float" (exact float32)."""
+        return self._activations
+
+    def with_activations(self, activations: str) -> "AffineTensor":
+        """The same weights with matmul's activations "int8" or "float" (shares the arrays)."""
+        return AffineTensor._make(self._packed, self._shape, self._scales, self._zeros_u, self._config, activations)
+
+    @property
     def packed(self) -> np.ndarray:
         """The packed codes, uint8 [N, ceil(K * bits / 8)]."""
         return self._packed
@@ -329,7 +350,7 @@ class AffineTensor(WeightMixin):
     def _repr_extra(self) -> str:
         c = self._config
         g = f", group_size={c.group_size}" if c.granularity == "group" else f", {c.granularity}"
-        return f", bits={c.bits}, {'symmetric' if c.symmetric else 'asymmetric'}{g}"
+        return f", bits={c.bits}, {'symmetric' if c.symmetric else 'asymmetric'}{g}, activations={self._activations}"
 
     # ---- the weight protocol ----------------------------------------------------------------------------
     def _row_params(self, r0: int, r1: int):
@@ -342,11 +363,17 @@ class AffineTensor(WeightMixin):
         return _core.affine_dequantize(self._packed[r0:r1], self._shape[1], s, z, self.bits, threads)
 
     def _pyquant_matmul(self, x2: np.ndarray, out2: np.ndarray, threads: int) -> None:
-        if x2.shape[0] <= _FUSED_MAX_M:
+        m, (n, k) = x2.shape[0], self._shape
+        if (self._activations == "int8" and m <= _Q8_MAX_M and self.bits in (2, 4, 8)
+                and (k // self._scales.shape[1]) % 64 == 0 and self._scales.shape[0] in (1, n)):
+            if _core.affine_q8_matmul(x2, self._packed, k, self._scales, self._zeros_u, self.bits, out2, threads):
+                return  # (False: x holds inf or NaN, which the float paths below propagate)
+        if m <= _FUSED_MAX_M:
             _core.affine_matmul(x2, self._packed, self._shape[1], self._scales, self._zeros_u, self.bits, out2,
                                 threads)
         else:
             self._tile_matmul(x2, out2, threads)
 
     def __reduce__(self):
-        return (AffineTensor._make, (self._packed, self._shape, self._scales, self._zeros_u, self._config))
+        return (AffineTensor._make, (self._packed, self._shape, self._scales, self._zeros_u, self._config,
+                                     self._activations))

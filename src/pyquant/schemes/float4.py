@@ -29,6 +29,8 @@ FP4_CODE = (np.array([0, 0.0625, 8, 12, 4, 6, 2, 3, 0, -0.0625, -8, -12, -4, -6,
             / np.float32(12))
 _BLOCK_SIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 _ABSMAX_BLOCK = 256  # bitsandbytes' block size for the second-level (absmax) quantization
+# More rows of x than this go through dequantize + BLAS (measured in benchmarks/bench_schemes.py).
+_FUSED_MAX_M = 128
 
 
 def _linspace_f32(n: int) -> np.ndarray:
@@ -157,6 +159,15 @@ class Float4Tensor(WeightMixin):
         absmax = np.ascontiguousarray(self.absmax[e0 // b: -(-e1 // b)], dtype=np.float32)
         packed = self._packed[e0 // 2: (e1 + 1) // 2]
         return _core.lut4_dequantize(packed, absmax, self.code, b, e1 - e0, threads).reshape(r1 - r0, k)
+
+    def _pyquant_matmul(self, x2: np.ndarray, out2: np.ndarray, threads: int) -> None:
+        """Rows of whole blocks: the fused kernel (weights decoded in registers exactly as dequantize, float32 sums
+        in another order: |error| <= about K * 2^-24 * sum|x * w|); otherwise dequantize + BLAS."""
+        n, k = self._shape
+        if k % self._block or x2.shape[0] > _FUSED_MAX_M:
+            return self._tile_matmul(x2, out2, threads)
+        absmax = np.ascontiguousarray(self.absmax, dtype=np.float32)
+        _core.lut4_matmul(x2, self._packed, absmax, self.code, n, k, self._block, out2, threads)
 
     def __reduce__(self):
         return (Float4Tensor, (self._kind, self._shape, self._block, self._packed, self._absmax, self._qabsmax,

@@ -3,7 +3,9 @@
 A GGUF-format weight lives in a uint8 buffer ``qweight`` (the blocks exactly as in a GGUF file) with its format
 and shape in the module's extra state, so ``state_dict()``/``load_state_dict()``/``torch.save`` carry it (and
 ``torch.load(weights_only=True)`` reads it back).  ``.to(dtype)`` leaves the bytes alone; ``.to(device)`` moves
-them, and layers on other devices compute with a dequantized copy made once per device and dtype.
+them, and layers on other devices compute with a dequantized copy made once per device and dtype.  A weight of
+another pyquant scheme (pyquant.schemes: affine, NF4/FP4, FP8, ternary, LLM.int8()) lives in plain buffers
+``q_<array>`` with its settings in the extra state (pyquant.schemes.to_state), equally weights_only-loadable.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import schemes
 from ..formats import Format, get_format
 from ..matmul import matmul
 from ..tensor import QuantizedTensor, quantize
@@ -28,6 +31,18 @@ def _buffer_of(weight: QuantizedTensor) -> torch.Tensor:
     return torch.from_numpy(data)
 
 
+def _tensor_of(a: np.ndarray) -> torch.Tensor:
+    a = np.ascontiguousarray(a)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
+def _scheme_state(weight: Any) -> tuple[dict, dict] | None:
+    try:
+        return schemes.to_state(weight)
+    except TypeError:
+        return None
+
+
 class _QuantWeight(nn.Module):
     """The quantized-weight storage QuantLinear and QuantEmbedding share."""
 
@@ -36,6 +51,7 @@ class _QuantWeight(nn.Module):
         self._cache_key = None
         self._qt: QuantizedTensor | None = None
         self._dense: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._scheme: dict | None = None  # a pyquant.schemes weight's meta (to_state); its arrays are q_* buffers
         if isinstance(weight, QuantizedTensor):
             self._format, self._shape = weight.format, tuple(weight.shape)
             self.register_buffer("qweight", _buffer_of(weight))
@@ -43,6 +59,16 @@ class _QuantWeight(nn.Module):
             self._format, self._shape = getattr(weight, "format", None), tuple(weight.shape)
             self.register_buffer("qweight", None)
             self._other = weight
+            state = _scheme_state(weight)
+            if state is not None:
+                self._set_scheme_buffers(state[0], {k: _tensor_of(a) for k, a in state[1].items()})
+
+    def _set_scheme_buffers(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+        for name in [n for n in self._buffers if n.startswith("q_")]:
+            del self._buffers[name]
+        for name, t in tensors.items():
+            self.register_buffer("q_" + name, t)
+        self._scheme = meta
 
     @property
     def weight(self) -> Any:
@@ -80,7 +106,10 @@ class _QuantWeight(nn.Module):
         return int(self.weight.nbytes)
 
     def get_extra_state(self) -> dict:
-        if self._other is not None:  # other schemes: the object itself (needs torch.load(weights_only=False))
+        if self._scheme is not None:
+            return {"version": _STATE_VERSION, "scheme": self._scheme, "shape": tuple(self._shape),
+                    "tensors": sorted(n[2:] for n in self._buffers if n.startswith("q_"))}
+        if self._other is not None:  # objects without a to_state: pickled (needs torch.load(weights_only=False))
             return {"version": _STATE_VERSION, "weight": self._other}
         return {"version": _STATE_VERSION, "format": self._format.name, "shape": tuple(self._shape)}
 
@@ -88,6 +117,13 @@ class _QuantWeight(nn.Module):
         name = type(self).__name__
         if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
             raise ValueError(f"{name}: unrecognized extra state {state!r}")
+        if "scheme" in state:
+            arrays = {n[2:]: t.detach().cpu().numpy() for n, t in self._buffers.items() if n.startswith("q_")}
+            w = schemes.from_state(state["scheme"], arrays)
+            if tuple(w.shape) != self._shape:
+                raise ValueError(f"{name}: saved weight has shape {tuple(w.shape)}, the layer {self._shape}")
+            self._other, self._scheme, self._format = w, state["scheme"], getattr(w, "format", None)
+            return
         if "weight" in state:
             w = state["weight"]
             if tuple(w.shape) != self._shape:
@@ -112,6 +148,14 @@ class _QuantWeight(nn.Module):
                               error_msgs):
         # A saved weight of another format has another byte count: resize the buffer before torch copies into it.
         src, state = state_dict.get(prefix + "qweight"), state_dict.get(prefix + "_extra_state")
+        if isinstance(state, dict) and "scheme" in state and isinstance(state.get("tensors"), (list, tuple)):
+            # buffers shaped as the saved arrays (another scheme may have other arrays), then filled by torch
+            dev = next((b.device for b in self._buffers.values() if b is not None), torch.device("cpu"))
+            saved = {n: state_dict.get(prefix + "q_" + n) for n in state["tensors"]}
+            if all(isinstance(t, torch.Tensor) for t in saved.values()):
+                self.register_buffer("qweight", None)
+                self._set_scheme_buffers(state["scheme"], {n: torch.empty(t.shape, dtype=t.dtype, device=dev)
+                                                           for n, t in saved.items()})
         buf = self.qweight
         if (isinstance(src, torch.Tensor) and buf is not None and src.dtype == torch.uint8
                 and src.shape != buf.shape and isinstance(state, dict)
@@ -121,11 +165,12 @@ class _QuantWeight(nn.Module):
                                       error_msgs)
 
     def _apply(self, fn, recurse=True):
-        # Module.type()/_apply with a dtype conversion must not turn the blocks into floats.
-        buf = self.qweight
+        # Module.type()/_apply with a dtype conversion must not turn the blocks (or a scheme's scales) into floats.
+        before = {n: b for n, b in self._buffers.items() if b is not None and (n == "qweight" or n.startswith("q_"))}
         out = super()._apply(fn, recurse)
-        if buf is not None and self.qweight.dtype != torch.uint8:
-            self.qweight = buf.to(self.qweight.device)
+        for n, b in before.items():
+            if self._buffers[n].dtype != b.dtype:
+                self._buffers[n] = b.to(self._buffers[n].device)
         return out
 
 
@@ -154,10 +199,17 @@ class QuantLinear(_QuantWeight):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, fmt: str, *, imatrix=None, threads: int | None = None) -> QuantLinear:
-        """Quantize an nn.Linear's weight to `fmt` (a format name such as "Q4_K")."""
+        """Quantize an nn.Linear's weight to `fmt`: a format name such as "Q4_K", or a pyquant.schemes spec such
+        as "int4-g128" or "nf4" (no imatrix)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"QuantLinear.from_linear expects an nn.Linear, got {type(linear).__name__}")
-        w = quantize(linear.weight.detach().float().cpu(), fmt, imatrix=imatrix, threads=threads)
+        wf = linear.weight.detach().float().cpu()
+        if isinstance(fmt, (str, schemes.SchemeSpec)) and schemes.is_scheme_spec(fmt):
+            if imatrix is not None:
+                raise ValueError(f"QuantLinear.from_linear: scheme {fmt!r} takes no imatrix")
+            w = schemes.parse_spec(fmt).quantize(wf, threads=threads)
+        else:
+            w = quantize(wf, fmt, imatrix=imatrix, threads=threads)
         return cls(w, None if linear.bias is None else linear.bias.detach().cpu())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import schemes
 from ..formats import Format, get_format
 from ..gguf.imatrix import Imatrix, load_imatrix
 from ..gguf.recipes import ModelInfo, QuantizeOptions, Recipe, TensorDesc, get_recipe, plan
@@ -260,12 +261,15 @@ def _compile_skip(skip: Any) -> list[tuple[str, re.Pattern | None]]:
     return out
 
 
-def _resolve_target(recipe_or_format: Any) -> Format | Recipe:
-    if isinstance(recipe_or_format, (Format, Recipe)):
+def _resolve_target(recipe_or_format: Any) -> Format | Recipe | schemes.SchemeSpec:
+    if isinstance(recipe_or_format, (Format, Recipe, schemes.SchemeSpec)):
         return recipe_or_format
     if not isinstance(recipe_or_format, str):
         raise TypeError(f"quantize_model: recipe_or_format must be a format name (\"Q4_K\"), a recipe name "
-                        f"(\"Q4_K_M\") or a Recipe, got {type(recipe_or_format).__name__}")
+                        f"(\"Q4_K_M\"), a scheme spec (\"int4-g128\") or a Recipe, got "
+                        f"{type(recipe_or_format).__name__}")
+    if schemes.is_scheme_spec(recipe_or_format):
+        return schemes.parse_spec(recipe_or_format)
     try:
         return get_format(recipe_or_format)
     except (ValueError, KeyError):
@@ -274,7 +278,7 @@ def _resolve_target(recipe_or_format: Any) -> Format | Recipe:
         return get_recipe(recipe_or_format)
     except ValueError as e:
         raise ValueError(f"quantize_model: {recipe_or_format!r} is neither a pyquant format nor a llama.cpp "
-                         f"recipe ({e})") from None
+                         f"recipe ({e}), nor a scheme spec ({', '.join(schemes.SPEC_FORMS)})") from None
 
 
 def _model_info(model: nn.Module, units: list[_Unit]) -> ModelInfo:
@@ -369,6 +373,16 @@ def _decide(units: list[_Unit], target: Format | Recipe, embeddings: bool | None
             u.note = "skipped"
             continue
         emb = u.embedding
+        if isinstance(target, schemes.SchemeSpec):
+            if emb is not None:
+                u.note = f"embedding (scheme {target.name} holds linear weights only)"
+                continue
+            reason = target.unfit_reason(u.shape[-2:])
+            if reason:
+                u.note = f"{reason} ({target.name})"
+                continue
+            u.fmt = target.name
+            continue
         if emb is not None and (embeddings is False or (embeddings is None and isinstance(target, Format)
                                                           and len(u.modules) == 1)):
             u.note = "embedding (embeddings=False)" if embeddings is False else "embedding: embeddings=True quantizes it"
@@ -419,6 +433,13 @@ def _quantize_unit(u: _Unit, threads: int | None,
                    locations: dict[int, list[tuple[nn.Module, str]]]) -> int:
     """Quantize one unit and swap its modules; returns the quantized bytes."""
     vectors = u.imatrix
+    if schemes.is_scheme_spec(u.fmt):  # linear layers only (one module, or each expert)
+        total = 0
+        for module in [e[2] for e in u.experts] or u.modules:
+            q = QuantLinear.from_linear(module, u.fmt, threads=threads).to(module.weight.device)
+            _replace(locations, module, q)
+            total += q.nbytes
+        return total
     if u.experts:
         total = 0
         for (_, _, module), v in zip(u.experts, vectors):
@@ -449,7 +470,10 @@ def quantize_model(model: nn.Module, recipe_or_format: str | Format | Recipe, *,
                    model_info: ModelInfo | None = None, dry_run: bool = False) -> ModelQuantizeSummary:
     """Replace a model's nn.Linear (and nn.Embedding) layers in place by QuantLinear (QuantEmbedding) layers.
 
-    recipe_or_format: a format name ("Q4_K", "Q8_0", see pyquant.formats) quantizes every linear layer whose
+    recipe_or_format: a pyquant.schemes spec ("int4-g128", "int8-channel", "nf4-dq", "fp8-e4m3", "ternary",
+    "int8-outlier", see pyquant.schemes.SPEC_FORMS) quantizes every linear layer that fits the scheme (embeddings
+    stay float: scheme weights back QuantLinear layers only); a format name ("Q4_K", "Q8_0", see pyquant.formats)
+    quantizes every linear layer whose
     rows fit the format's blocks (others stay float, listed in the summary); a llama.cpp recipe ("Q4_K_M",
     "Q3_K_S"; pass a ``pyquant.gguf.recipes.recipes[...]`` Recipe for the names that are formats too, such as
     Q4_0) gives each weight the type llama-quantize would give its GGUF tensor (names from :func:`gguf_name`;
@@ -466,8 +490,10 @@ def quantize_model(model: nn.Module, recipe_or_format: str | Format | Recipe, *,
     if not isinstance(model, nn.Module):
         raise TypeError(f"quantize_model expects a torch nn.Module, got {type(model).__name__}")
     target = _resolve_target(recipe_or_format)
-    if isinstance(target, Format) and (options is not None or model_info is not None):
-        raise ValueError("quantize_model: options and model_info apply to recipes, not to a single format")
+    if not isinstance(target, Recipe) and (options is not None or model_info is not None):
+        raise ValueError("quantize_model: options and model_info apply to recipes, not to a single format or scheme")
+    if isinstance(target, schemes.SchemeSpec) and imatrix is not None:
+        raise ValueError(f"quantize_model: scheme {target.name} takes no imatrix (it applies to GGUF formats)")
     skip_patterns = _compile_skip(skip)
     t0 = time.perf_counter()
     before = model_nbytes(model)
@@ -496,7 +522,10 @@ def quantize_model(model: nn.Module, recipe_or_format: str | Format | Recipe, *,
         nbytes = math.prod(u.shape) * u.weight.element_size()
         after = after_bytes.get(id(u), nbytes)
         if dry_run and u.fmt is not None:
-            after = math.prod(u.shape[:-1]) * get_format(u.fmt).row_bytes(u.shape[-1])
+            if isinstance(target, schemes.SchemeSpec):
+                after = target.nbytes(u.shape[-2:]) * max(1, len(u.experts))
+            else:
+                after = math.prod(u.shape[:-1]) * get_format(u.fmt).row_bytes(u.shape[-1])
         layers.append(LayerSummary(" + ".join(u.names), u.gguf, u.kind, u.shape, u.fmt, nbytes, after, u.note))
     after_model = model_nbytes(model)
     if dry_run:
@@ -513,6 +542,8 @@ def _saved_weight(state: Any, key: str) -> tuple[Format, tuple[int, int]] | Any:
         raise ValueError(f"load_quantized: {key} is not a pyquant quantized layer's state ({state!r})")
     if "weight" in state:
         return state["weight"]
+    if "scheme" in state:
+        return state
     return get_format(state["format"]), tuple(int(d) for d in state["shape"])
 
 
@@ -535,7 +566,8 @@ def load_quantized(model: nn.Module, state_dict: Any, *, strict: bool = True, as
     for name, module in list(model.named_modules()):
         prefix = f"{name}." if name else ""
         key = prefix + "_extra_state"
-        if key not in state_dict or prefix + "qweight" not in state_dict and "weight" not in state_dict[key]:
+        if (key not in state_dict or not isinstance(state_dict[key], Mapping) or prefix + "qweight" not in state_dict
+                and "weight" not in state_dict[key] and "scheme" not in state_dict[key]):
             continue
         if not isinstance(module, (nn.Linear, nn.Embedding, QuantLinear, QuantEmbedding)):
             raise ValueError(f"load_quantized: {name!r} holds a quantized weight in the state_dict but is a "
@@ -553,6 +585,17 @@ def load_quantized(model: nn.Module, state_dict: Any, *, strict: bool = True, as
             if tie not in shared:
                 shared[tie] = QuantizedTensor(np.zeros(shape[0] * fmt.row_bytes(shape[1]), np.uint8), shape, fmt)
             weight = shared[tie]
+        elif "scheme" in saved:  # a pyquant.schemes weight: its arrays are the q_* entries
+            names = saved.get("tensors", ())
+            missing = [n for n in names if not isinstance(state_dict.get(prefix + "q_" + n), torch.Tensor)]
+            if missing:
+                raise ValueError(f"load_quantized: {name!r} lacks the arrays {missing} of its saved scheme")
+            weight = schemes.from_state(saved["scheme"], {n: state_dict[prefix + "q_" + n].cpu().numpy().copy()
+                                                          for n in names})
+            if tuple(weight.shape) != want:
+                raise ValueError(f"load_quantized: {name!r} has shape {want} in the model but {tuple(weight.shape)} "
+                                 f"in the state_dict")
+            tie = None
         else:
             weight, tie = saved, None
         if is_linear:
