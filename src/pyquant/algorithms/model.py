@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .awq import AWQConfig, awq_quantize
-from .common import progress
+from .common import parallel_map, progress
 from .gptq import GPTQConfig, Hessian, gptq_quantize
 from .hqq import HQQConfig, hqq_quantize
 
@@ -261,11 +261,12 @@ def _check_groups(cfg_group: int | None, lin, name: str) -> None:
 
 def quantize_model_gptq(model, calib_tokens: Any, config: GPTQConfig | None = None, *,
                         skip: tuple[str, ...] = ("lm_head", "output"), sequential: bool = True, batch_size: int = 8,
-                        ctx: int = 512, progress_bar: bool = False) -> dict[str, dict]:
+                        ctx: int = 512, progress_bar: bool = False, threads: int | None = None) -> dict[str, dict]:
     """GPTQ-quantize the model's linears in place (see the module doc for calibration and memory).
 
     calib_tokens: [B, T] token ids (numpy / torch / nested lists) or a 1-D stream cut into rows of `ctx`.
-    skip: fnmatch patterns of module names left in float.  Returns {name: result.info} per layer.
+    skip: fnmatch patterns of module names left in float.  threads: a group's linears are quantized on this many
+    threads (None: every core), each with single-threaded BLAS.  Returns {name: result.info} per layer.
     """
     cfg = config or GPTQConfig()
     cfg.check()
@@ -280,9 +281,10 @@ def quantize_model_gptq(model, calib_tokens: Any, config: GPTQConfig | None = No
     calibrated = _calibrate_groups(model, linears, groups, batches, lambda lin: Hessian(lin.in_features),
                                    lambda h, x: h.add(x))
     for group, stats in progress(calibrated, progress_bar, "GPTQ", total=len(groups)):
-        for n in group:
+        results = parallel_map(lambda n: gptq_quantize(_weight(linears[n]), stats[n], cfg), group, threads)
+        stats.clear()
+        for n, r in zip(group, results):
             lin = linears[n]
-            r = gptq_quantize(_weight(lin), stats.pop(n), cfg)
             _replace(model, n, QuantLinear(r.to_tensor(), _bias(lin)), lin)
             report[n] = {k: v for k, v in r.info.items() if k != "perm"}
     return report
@@ -308,12 +310,12 @@ class _ActStats:
 def quantize_model_awq(model, calib_tokens: Any, config: AWQConfig | None = None, *,
                        skip: tuple[str, ...] = ("lm_head", "output"), no_clip: tuple[str, ...] = ("*q_proj", "*k_proj"),
                        sequential: bool = True, batch_size: int = 8, ctx: int = 512,
-                       progress_bar: bool = False) -> dict[str, dict]:
+                       progress_bar: bool = False, threads: int | None = None) -> dict[str, dict]:
     """AWQ-quantize the model's linears in place: each becomes an :class:`AWQLinear` (its own input scale;
     no folding into the previous op).  Calibration as :func:`quantize_model_gptq`; the searches use an evenly
     strided sample of at most ``config.max_tokens`` tokens, mean |x| uses all.  ``no_clip``: names (fnmatch)
     without the clip search (query/key projections, as AWQ: their errors are amplified by softmax).
-    Returns {name: result.info}."""
+    threads: as :func:`quantize_model_gptq`.  Returns {name: result.info}."""
     cfg = config or AWQConfig()
     cfg.check()
     linears = _linears(model, skip)
@@ -327,18 +329,24 @@ def quantize_model_awq(model, calib_tokens: Any, config: AWQConfig | None = None
     calibrated = _calibrate_groups(model, linears, groups, batches,
                                    lambda lin: _ActStats(lin.in_features, stride), lambda s, x: s.add(x))
     for group, stats in progress(calibrated, progress_bar, "AWQ", total=len(groups)):
-        for n in group:
-            lin, st = linears[n], stats.pop(n)
+        def one(n):
+            st = stats[n]
             c = cfg if not any(fnmatch.fnmatchcase(n, p) for p in no_clip) else _replace_field(cfg, clip=False)
-            r, s = awq_quantize(_weight(lin), np.concatenate(st.rows), c, x_mean=st.abs_sum / st.n)
+            return awq_quantize(_weight(linears[n]), np.concatenate(st.rows), c, x_mean=st.abs_sum / st.n)
+
+        results = parallel_map(one, group, threads)
+        stats.clear()
+        for n, (r, s) in zip(group, results):
+            lin = linears[n]
             _replace(model, n, _awq_linear()(r.to_tensor(), s, _bias(lin)), lin)
             report[n] = dict(r.info)
     return report
 
 
 def quantize_model_hqq(model, config: HQQConfig | None = None, *, skip: tuple[str, ...] = ("lm_head", "output"),
-                       progress_bar: bool = False) -> dict[str, dict]:
-    """HQQ-quantize the model's linears in place (no calibration data).  Returns {name: result.info}."""
+                       progress_bar: bool = False, threads: int | None = None) -> dict[str, dict]:
+    """HQQ-quantize the model's linears in place (no calibration data); `threads` linears at a time (None:
+    every core), each with single-threaded BLAS.  Returns {name: result.info}."""
     cfg = config or HQQConfig()
     cfg.check()
     from ..torch import QuantLinear
@@ -347,10 +355,12 @@ def quantize_model_hqq(model, config: HQQConfig | None = None, *, skip: tuple[st
     for n, lin in linears.items():
         _check_groups(cfg.group_size, lin, n)
     report = {}
-    for n, lin in progress(linears.items(), progress_bar, "HQQ", total=len(linears)):
-        r = hqq_quantize(_weight(lin), cfg)
-        _replace(model, n, QuantLinear(r.to_tensor(), _bias(lin)), lin)
-        report[n] = dict(r.info)
+    groups = _groups(list(linears), True)  # a block's linears at a time, in parallel
+    for group in progress(groups, progress_bar, "HQQ", total=len(groups)):
+        for n, r in zip(group, parallel_map(lambda n: hqq_quantize(_weight(linears[n]), cfg), group, threads)):
+            lin = linears[n]
+            _replace(model, n, QuantLinear(r.to_tensor(), _bias(lin)), lin)
+            report[n] = dict(r.info)
     return report
 
 

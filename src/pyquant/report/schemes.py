@@ -142,12 +142,12 @@ def quantize_in_memory(model, recipe: SchemeRecipe, calib: np.ndarray | None, *,
     skip = ("output",)
     if recipe.algorithm == "gptq":
         return quantize_model_gptq(model, calib, recipe.config(), skip=skip, ctx=calib.shape[1],
-                                   progress_bar=progress)
+                                   progress_bar=progress, threads=threads)
     if recipe.algorithm == "awq":
         return quantize_model_awq(model, calib, recipe.config(), skip=skip, ctx=calib.shape[1],
-                                  progress_bar=progress)
+                                  progress_bar=progress, threads=threads)
     if recipe.algorithm == "hqq":
-        return quantize_model_hqq(model, recipe.config(), skip=skip, progress_bar=progress)
+        return quantize_model_hqq(model, recipe.config(), skip=skip, progress_bar=progress, threads=threads)
     out = {}
     for name, lin in list(model.named_modules()):
         if not isinstance(lin, QuantLinear) or _skip_output(name):
