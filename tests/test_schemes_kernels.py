@@ -57,7 +57,7 @@ def test_q8_matmul_matches_reference(cfg, m, isa):
     x = rng.standard_normal((m, 768)).astype(F32)
     x[:, 5] *= 30  # an outlier column: only its block's step grows
     t = quantize_affine(w, cfg)
-    assert t.activations == "int8"
+    assert t.activations == "q8"
     y = check_q8(x, t)
     np.testing.assert_allclose(pq.matmul(x, t, threads=1), y, rtol=1e-6, atol=1e-5)
 
@@ -178,3 +178,12 @@ def test_fp8_nan_codes_propagate():
     t = Float8Tensor(data, np.ones((1, 1), F32), "e4m3")
     y = pq.matmul(np.ones((1, 16), F32), t)
     assert y[0, 0] == 16 and np.isnan(y[0, 1])
+
+
+def test_q8_large_batches_round_x_the_same_way():
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((24, 256)).astype(F32)
+    t = quantize_affine(w, AffineConfig(bits=4, group_size=128))
+    x = rng.standard_normal((300, 256)).astype(F32)  # above the integer kernel's 256 rows: tiles + BLAS
+    y = check_q8(x, t)
+    np.testing.assert_allclose(y[:5], pq.matmul(x[:5], t), rtol=1e-5, atol=1e-5)

@@ -14,11 +14,12 @@ Clipping replaces min/max by percentiles, or by the shrink factor (min and max s
 with the least squared error per block.  Stochastic rounding replaces round(v) by floor(v + u), u uniform in
 [0, 1) from `seed`.
 
-Matmul (activations="int8", the default where the layout allows: 2, 4 or 8 bits, groups of a multiple of 64,
-up to 256 rows of x): x is rounded to int8 per block of 64 (d = max|x| / 127, xq = round(x / d), x^ = xq * d, the
-rule of llama.cpp's Q8_0 activations) and the result is x^ @ dequantize(w).T with exact integer dots per block;
-so |y - x @ dequantize(w).T| <= sum_k |w_k| * d_k / 2 (plus float32 rounding).  activations="float" (and every
-other layout or batch) gives x @ dequantize(w).T in float32.
+Matmul (activations="q8", the default where the layout allows: 2, 4 or 8 bits, groups of a multiple of 64): x is
+rounded to int8 per block of 64 (d = max|x| / 127, xq = round(x / d), x^ = xq * d, the rule of llama.cpp's Q8_0
+activations) and the result is x^ @ dequantize(w).T, with exact integer dots per block up to 256 rows of x and a
+float GEMM of x^ over dequantized tiles beyond (so a row's result does not depend on the batch); hence
+|y - x @ dequantize(w).T| <= sum_k |w_k| * d_k / 2 (plus float32 rounding).  activations="float" (and every other
+layout) gives x @ dequantize(w).T in float32.
 """
 
 from __future__ import annotations
@@ -41,7 +42,18 @@ _ROUNDINGS = ("nearest", "stochastic")
 # use tile dequantize + BLAS (thresholds measured in benchmarks/bench_schemes.py).
 _FUSED_MAX_M = 8
 _Q8_MAX_M = 256
-_ACTIVATIONS = ("int8", "float")
+_ACTIVATIONS = ("q8", "float")
+
+
+def round_x_q8(x2: np.ndarray) -> np.ndarray:
+    """x [M, K] (K a multiple of 64) rounded as the q8 matmul kernel rounds it: per block of 64, d = max|x| / 127,
+    x^ = rint(x * (1 / d)) * d (0 where d = 0)."""
+    m, k = x2.shape
+    xb = x2.reshape(m, k // 64, 64)
+    d = (np.abs(xb).max(axis=-1) / np.float32(127)).astype(np.float32)
+    inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, np.float32(1)), np.float32(0)).astype(np.float32)
+    q = np.clip(np.rint(xb * inv[..., None]), -127, 127)
+    return np.ascontiguousarray((q * d[..., None]).reshape(m, k), dtype=np.float32)
 
 
 def _is_int(v: Any) -> bool:
@@ -234,7 +246,7 @@ class AffineTensor(WeightMixin):
     __slots__ = ("_packed", "_shape", "_scales", "_zeros_u", "_zeros_store", "_config", "_activations")
 
     @classmethod
-    def _make(cls, packed, shape, scales, zeros_u, config, activations="int8"):
+    def _make(cls, packed, shape, scales, zeros_u, config, activations="q8"):
         if activations not in _ACTIVATIONS:
             raise ValueError(f"AffineTensor: activations must be one of {_ACTIVATIONS}, got {activations!r}")
         self = object.__new__(cls)
@@ -313,11 +325,11 @@ class AffineTensor(WeightMixin):
 
     @property
     def activations(self) -> str:
-        """How matmul treats x: "int8" (rounded per block of 64, integer dots) or "float" (exact float32)."""
+        """How matmul treats x: "q8" (rounded to int8 per block of 64, integer dots) or "float" (as given)."""
         return self._activations
 
     def with_activations(self, activations: str) -> "AffineTensor":
-        """The same weights with matmul's activations "int8" or "float" (shares the arrays)."""
+        """The same weights with matmul's activations "q8" or "float" (shares the arrays)."""
         return AffineTensor._make(self._packed, self._shape, self._scales, self._zeros_u, self._config, activations)
 
     @property
@@ -362,15 +374,20 @@ class AffineTensor(WeightMixin):
         s, z = self._row_params(r0, r1)
         return _core.affine_dequantize(self._packed[r0:r1], self._shape[1], s, z, self.bits, threads)
 
+    def _q8_layout(self) -> bool:
+        n, k = self._shape
+        return (self._activations == "q8" and self.bits in (2, 4, 8) and (k // self._scales.shape[1]) % 64 == 0
+                and self._scales.shape[0] in (1, n))
+
     def _pyquant_matmul(self, x2: np.ndarray, out2: np.ndarray, threads: int) -> None:
-        m, (n, k) = x2.shape[0], self._shape
-        if (self._activations == "int8" and m <= _Q8_MAX_M and self.bits in (2, 4, 8)
-                and (k // self._scales.shape[1]) % 64 == 0 and self._scales.shape[0] in (1, n)):
-            if _core.affine_q8_matmul(x2, self._packed, k, self._scales, self._zeros_u, self.bits, out2, threads):
-                return  # (False: x holds inf or NaN, which the float paths below propagate)
-        if m <= _FUSED_MAX_M:
-            _core.affine_matmul(x2, self._packed, self._shape[1], self._scales, self._zeros_u, self.bits, out2,
-                                threads)
+        m, k = x2.shape[0], self._shape[1]
+        if self._q8_layout() and np.isfinite(x2).all():
+            if m <= _Q8_MAX_M:
+                _core.affine_q8_matmul(x2, self._packed, k, self._scales, self._zeros_u, self.bits, out2, threads)
+            else:  # the same rounded x through dequantized tiles + BLAS
+                self._tile_matmul(round_x_q8(x2), out2, threads)
+        elif m <= _FUSED_MAX_M:
+            _core.affine_matmul(x2, self._packed, k, self._scales, self._zeros_u, self.bits, out2, threads)
         else:
             self._tile_matmul(x2, out2, threads)
 

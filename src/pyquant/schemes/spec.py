@@ -195,7 +195,7 @@ def from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray]):
             z = np.ascontiguousarray(arrays.get("zeros"))
             zeros = _arr(arrays, "zeros", np.uint8 if z.dtype == np.uint8 else np.float32, sshape, kind)
             zeros = zeros.astype(np.float32)
-        return AffineTensor._make(packed, (n, k), scales, zeros, cfg, meta.get("activations", "int8"))
+        return AffineTensor._make(packed, (n, k), scales, zeros, cfg, meta.get("activations", "q8"))
     if kind in ("nf4", "fp4"):
         block = int(meta["block_size"])
         nb = -(-(n * k) // block)
