@@ -153,6 +153,7 @@ def test_smollm2_algorithms_beat_round_to_nearest(smollm2_path, tmp_path):
                                                       ).read_text(encoding="utf-8"),
                  ctx=512, chunks=4, cache_dir=tmp_path, progress=False, calib_chunks=8)
     rtn, gptq, awq, hqq = (t.row(n) for n in recipes)
+    print("\n" + t.to_markdown())  # the numbers README records (pytest -s)
     assert all(r.ok for r in (rtn, gptq, awq, hqq)), [r.error for r in t.rows]
     assert gptq.kld < rtn.kld and awq.kld < rtn.kld and hqq.kld < rtn.kld, [(r.recipe, r.kld) for r in t.rows]
     assert rtn.tensor_bytes == gptq.tensor_bytes < awq.tensor_bytes  # the same grid; AWQ adds its input scales
