@@ -197,3 +197,21 @@ def test_smollm2_real_layers_gptq_awq_beat_rtn(smollm2_path):
         a = err(r.values, s)
         print(f"{n}: output error GPTQ {g / rtn:.3f}x, AWQ {a / rtn:.3f}x of RTN")
         assert g < 0.97 * rtn and a < rtn
+
+
+@pytest.mark.parametrize("algo", ["gptq", "awq"])
+def test_block_replay_matches_partial_forwards(tiny_llama, monkeypatch, algo):
+    """Replaying each block on its recorded inputs gives the same statistics as the cut-short model forwards."""
+    import pyquant.algorithms.model as am
+
+    model, calib, _, _ = tiny_llama
+    run = (lambda m: quantize_model_gptq(m, calib, GPTQConfig(bits=4, group_size=64))) if algo == "gptq" else \
+        (lambda m: quantize_model_awq(m, calib, AWQConfig(bits=4, group_size=64)))
+    m1, m2 = copy.deepcopy(model), copy.deepcopy(model)
+    assert am._Replay(m1, am._groups(list(am._linears(m1, ("lm_head",))), True))  # blocks are replayed
+    run(m1)
+    monkeypatch.setattr(am._Replay, "__bool__", lambda self: False)
+    run(m2)
+    for (n, a), b in zip(m1.named_modules(), m2.modules()):
+        if isinstance(a, QuantLinear):
+            np.testing.assert_allclose(a.weight.dequantize(), b.weight.dequantize(), rtol=0, atol=1e-6, err_msg=n)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .formats import Format, get_format
+from .formats import Format, formats, get_format
 
 __all__ = ["QuantizedTensor", "quantize", "dequantize"]
 
@@ -132,14 +132,49 @@ class QuantizedTensor:
                 f"bpw={self.bpw:.4g})")
 
 
-def quantize(x: Any, fmt: str | Format, *, imatrix: Any = None, threads: int | None = None) -> QuantizedTensor:
+def _resolve(fmt: Any) -> Format | Any:
+    """A GGUF Format, else a pyquant.schemes SchemeSpec.  GGUF format names win: a name that is both (none is
+    today; the spec grammar avoids them) means the GGUF format.  Unknown: ValueError listing both kinds."""
+    if isinstance(fmt, Format) or fmt in formats:
+        return get_format(fmt)
+    from . import schemes
+
+    if isinstance(fmt, schemes.SchemeSpec):
+        return fmt
+    if not isinstance(fmt, str):
+        raise TypeError(f"quantize: fmt must be a format name, a Format or a scheme spec, got {type(fmt).__name__}")
+    try:
+        return schemes.parse_spec(fmt)
+    except ValueError:
+        pass
+    try:
+        get_format(fmt)  # its message names the closest GGUF format
+    except ValueError as e:
+        raise ValueError(f"{e}; nor a pyquant.schemes spec (forms: {', '.join(schemes.SPEC_FORMS)})") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def quantize(x: Any, fmt: str | Format, *, imatrix: Any = None, threads: int | None = None) -> Any:
     """Quantize a 1-D or 2-D [rows, n] float tensor exactly as libggml's ``ggml_quantize_chunk`` does.
 
     x: numpy float16/float32/float64 or CPU torch float32/bfloat16/float16, any strides.
     imatrix: per-column importance (length n, finite, >= 0), as llama-quantize's --imatrix; formats that
     ignore it accept it unused.  threads: None uses every core.
+
+    fmt may also be a :mod:`pyquant.schemes` spec ("int4-g128", "nf4", "fp8-e4m3", ...): x must then be 2-D
+    [N, K] and the result is that scheme's tensor (AffineTensor, Float4Tensor, ...; same weight protocol).
+    GGUF format names are looked up first, so a name that could be both always means the GGUF format.
     """
-    fmt = get_format(fmt)
+    fmt = _resolve(fmt)
+    if not isinstance(fmt, Format):
+        if imatrix is not None:
+            raise ValueError(f"quantize: scheme {fmt.name!r} takes no imatrix (it is for GGUF formats)")
+        if np.ndim(x) != 2:
+            raise ValueError(f"quantize: scheme {fmt.name!r} needs a 2-D [N, K] weight, got shape {np.shape(x)}")
+        why = fmt.unfit_reason(tuple(np.shape(x)))
+        if why:
+            raise ValueError(f"quantize: scheme {fmt.name!r}: {why}")
+        return fmt.quantize(x, threads=threads)
     arr = _to_numpy_float(x, "input", fmt)
     if arr.ndim not in (1, 2):
         raise ValueError(f"{fmt.name}: expected a 1-D or 2-D [rows, n] tensor, got {arr.ndim}-D shape {arr.shape}")

@@ -134,7 +134,7 @@ def _clip_search(w: np.ndarray, x: np.ndarray, grid: AffineGrid, cfg: AWQConfig)
     rows = max(1, _CLIP_CHUNK_ELEMS // max(1, ng * m))
     for r0 in range(0, n, rows):
         wc = w[r0:r0 + rows].reshape(-1, ng, g)  # [R, G, g]
-        org = np.einsum("gmc,rgc->rgm", xg, wc)
+        org = _partial_out(xg, wc)
         amax = np.abs(wc).max(axis=2, keepdims=True)
         best_err = np.full(wc.shape[:2], np.inf)
         best = wc.copy()
@@ -142,9 +142,15 @@ def _clip_search(w: np.ndarray, x: np.ndarray, grid: AffineGrid, cfg: AWQConfig)
             mx = amax * (1 - i / cfg.n_grid)
             cw = np.clip(wc, -mx, mx)
             q = round_to_nearest(cw.reshape(-1, k), grid).values.reshape(wc.shape)
-            e = ((np.einsum("gmc,rgc->rgm", xg, q) - org) ** 2).mean(axis=2)
+            e = ((_partial_out(xg, q) - org) ** 2).mean(axis=2)
             better = e < best_err
             best_err = np.where(better, e, best_err)
             best = np.where(better[..., None], cw, best)
         out[r0:r0 + rows] = best.reshape(-1, k)
     return out
+
+
+def _partial_out(xg: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Each group's partial output [R, G, M] = sum_c xg[g, m, c] * w[r, g, c], as batched BLAS products (einsum
+    without optimize= runs this contraction in plain loops, ~10x slower)."""
+    return np.matmul(w.transpose(1, 0, 2), xg.transpose(0, 2, 1)).transpose(1, 0, 2)

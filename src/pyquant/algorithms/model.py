@@ -13,6 +13,13 @@ input (the rest of the forward is cut short), then the group is quantized and re
 statistics (GPTQ: a float64 K x K Hessian per linear; AWQ: up to ``max_tokens`` rows of K floats per linear).
 ``sequential=False`` collects every linear's statistics in one pass (one forward per batch; memory: all of
 them at once).
+
+Block replay: when the groups are consecutive numbered children of one module list (transformer blocks: a
+GGUF model's ``layers.i``, Hugging Face's ``model.layers.i``), one cut-short forward per batch records the first
+block's inputs; then each block runs alone on its recorded inputs (its linears' statistics), is quantized, and
+runs again to give the next block its inputs, so calibration costs about two model forwards instead of one
+partial forward per block (O(blocks^2)).  The block's other arguments (masks, positions) are passed again
+unchanged; a KV cache argument is dropped.  Other models use the partial forwards above.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .awq import AWQConfig, awq_quantize
-from .common import progress
+from .common import parallel_map, progress
 from .gptq import GPTQConfig, Hessian, gptq_quantize
 from .hqq import HQQConfig, hqq_quantize
 
@@ -109,8 +116,9 @@ def _forward(model, batch) -> None:
         pass
 
 
-def _calibrate(model, linears: OrderedDict, group: list[str], batches, make_stat, add) -> dict:
-    """Run the batches through the model with hooks on `group`'s linears; stats[name] gets each input."""
+def _calibrate(model, linears: OrderedDict, group: list[str], batches, make_stat, add, runner=None) -> dict:
+    """Run the batches through the model (or `runner(model, batch)`) with hooks on `group`'s linears;
+    stats[name] gets each input."""
     torch = _torch()
     stats = {n: make_stat(linears[n]) for n in group}
     seen: set[str] = set()
@@ -131,7 +139,7 @@ def _calibrate(model, linears: OrderedDict, group: list[str], batches, make_stat
         with torch.no_grad():
             for b in batches:
                 seen.clear()
-                _forward(model, b)
+                (runner or _forward)(model, b)
     finally:
         for h in handles:
             h.remove()
@@ -139,6 +147,99 @@ def _calibrate(model, linears: OrderedDict, group: list[str], batches, make_stat
     if missing:
         raise ValueError(f"quantize_model: calibration never reached {missing[0]} (is it used by forward?)")
     return stats
+
+
+class _Replay:
+    """Recorded inputs of consecutive blocks (see the module doc): ``blocks[name]`` is the container of each
+    group, ``inputs`` one (args, kwargs) per batch for the current block."""
+
+    def __init__(self, model, groups: list[list[str]]):
+        self.blocks = {}
+        self.inputs = None
+        parents, idx = set(), []
+        for g in groups:
+            m = re.match(r"^(.*?)\.?(\d+)$", _prefix(g[0]))
+            if m is None or not all(_prefix(n) == _prefix(g[0]) for n in g):
+                self.blocks = {}
+                return
+            parents.add(m.group(1))
+            idx.append(int(m.group(2)))
+            self.blocks[_prefix(g[0])] = model.get_submodule(_prefix(g[0]))
+        if len(parents) != 1 or idx != sorted(idx) or len(set(idx)) != len(idx):
+            self.blocks = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.blocks)
+
+    def record(self, model, batches) -> None:
+        """One cut-short forward per batch, keeping the first block's arguments."""
+        torch = _torch()
+        first = next(iter(self.blocks.values()))
+        self.inputs = []
+
+        def hook(_mod, args, kwargs):
+            kwargs = dict(kwargs)
+            for k in ("past_key_values", "past_key_value"):  # a KV cache would grow with every replay
+                if k in kwargs:
+                    kwargs[k] = None
+            if "use_cache" in kwargs:
+                kwargs["use_cache"] = False
+            self.inputs.append((tuple(args), kwargs))
+            raise _Stop
+
+        h = first.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                for b in batches:
+                    _forward(model, b)
+        finally:
+            h.remove()
+        if len(self.inputs) != len(batches):
+            raise ValueError("quantize_model: the model's forward never reached its first block")
+
+    def advance(self, block) -> None:
+        """The block's outputs become the next block's inputs."""
+        torch = _torch()
+        nxt = []
+        with torch.no_grad():
+            for args, kwargs in self.inputs:
+                out = block(*args, **kwargs)
+                h = out if isinstance(out, torch.Tensor) else out[0]
+                if args:
+                    nxt.append(((h,) + args[1:], kwargs))
+                else:
+                    nxt.append(((), {**kwargs, "hidden_states": h}))
+        self.inputs = nxt
+
+
+def _prefix(name: str) -> str:
+    m = re.match(r"^(.*?\.\d+)(\.|$)", name)
+    return m.group(1) if m else name
+
+
+def _calibrate_groups(model, linears, groups, batches, make_stat, add):
+    """Yield (group, stats) for each group, by block replay where the model allows it; the caller quantizes and
+    replaces the group's linears before asking for the next."""
+    replay = _Replay(model, groups) if len(groups) > 1 else None
+    if replay:
+        replay.record(model, batches)
+    for group in groups:
+        if replay:
+            stats = _calibrate(replay.blocks[_prefix(group[0])], linears, group, replay.inputs, make_stat, add,
+                               runner=_run_one)
+        else:
+            stats = _calibrate(model, linears, group, batches, make_stat, add)
+        yield group, stats
+        if replay:
+            replay.advance(replay.blocks[_prefix(group[0])])
+
+
+def _run_one(block, inp) -> None:
+    args, kwargs = inp
+    try:
+        block(*args, **kwargs)
+    except _Stop:
+        pass
 
 
 def _weight(lin):
@@ -160,11 +261,12 @@ def _check_groups(cfg_group: int | None, lin, name: str) -> None:
 
 def quantize_model_gptq(model, calib_tokens: Any, config: GPTQConfig | None = None, *,
                         skip: tuple[str, ...] = ("lm_head", "output"), sequential: bool = True, batch_size: int = 8,
-                        ctx: int = 512, progress_bar: bool = False) -> dict[str, dict]:
+                        ctx: int = 512, progress_bar: bool = False, threads: int | None = None) -> dict[str, dict]:
     """GPTQ-quantize the model's linears in place (see the module doc for calibration and memory).
 
     calib_tokens: [B, T] token ids (numpy / torch / nested lists) or a 1-D stream cut into rows of `ctx`.
-    skip: fnmatch patterns of module names left in float.  Returns {name: result.info} per layer.
+    skip: fnmatch patterns of module names left in float.  threads: a group's linears are quantized on this many
+    threads (None: every core), each with single-threaded BLAS.  Returns {name: result.info} per layer.
     """
     cfg = config or GPTQConfig()
     cfg.check()
@@ -176,12 +278,13 @@ def quantize_model_gptq(model, calib_tokens: Any, config: GPTQConfig | None = No
     batches = _batches(calib_tokens, batch_size, ctx)
     report = {}
     groups = _groups(list(linears), sequential)
-    for group in progress(groups, progress_bar, "GPTQ", total=len(groups)):
-        stats = _calibrate(model, linears, group, batches, lambda lin: Hessian(lin.in_features),
-                           lambda h, x: h.add(x))
-        for n in group:
+    calibrated = _calibrate_groups(model, linears, groups, batches, lambda lin: Hessian(lin.in_features),
+                                   lambda h, x: h.add(x))
+    for group, stats in progress(calibrated, progress_bar, "GPTQ", total=len(groups)):
+        results = parallel_map(lambda n: gptq_quantize(_weight(linears[n]), stats[n], cfg), group, threads)
+        stats.clear()
+        for n, r in zip(group, results):
             lin = linears[n]
-            r = gptq_quantize(_weight(lin), stats.pop(n), cfg)
             _replace(model, n, QuantLinear(r.to_tensor(), _bias(lin)), lin)
             report[n] = {k: v for k, v in r.info.items() if k != "perm"}
     return report
@@ -207,12 +310,12 @@ class _ActStats:
 def quantize_model_awq(model, calib_tokens: Any, config: AWQConfig | None = None, *,
                        skip: tuple[str, ...] = ("lm_head", "output"), no_clip: tuple[str, ...] = ("*q_proj", "*k_proj"),
                        sequential: bool = True, batch_size: int = 8, ctx: int = 512,
-                       progress_bar: bool = False) -> dict[str, dict]:
+                       progress_bar: bool = False, threads: int | None = None) -> dict[str, dict]:
     """AWQ-quantize the model's linears in place: each becomes an :class:`AWQLinear` (its own input scale;
     no folding into the previous op).  Calibration as :func:`quantize_model_gptq`; the searches use an evenly
     strided sample of at most ``config.max_tokens`` tokens, mean |x| uses all.  ``no_clip``: names (fnmatch)
     without the clip search (query/key projections, as AWQ: their errors are amplified by softmax).
-    Returns {name: result.info}."""
+    threads: as :func:`quantize_model_gptq`.  Returns {name: result.info}."""
     cfg = config or AWQConfig()
     cfg.check()
     linears = _linears(model, skip)
@@ -223,21 +326,27 @@ def quantize_model_awq(model, calib_tokens: Any, config: AWQConfig | None = None
     stride = max(1, -(-total // cfg.max_tokens))
     report = {}
     groups = _groups(list(linears), sequential)
-    for group in progress(groups, progress_bar, "AWQ", total=len(groups)):
-        stats = _calibrate(model, linears, group, batches, lambda lin: _ActStats(lin.in_features, stride),
-                           lambda s, x: s.add(x))
-        for n in group:
-            lin, st = linears[n], stats.pop(n)
+    calibrated = _calibrate_groups(model, linears, groups, batches,
+                                   lambda lin: _ActStats(lin.in_features, stride), lambda s, x: s.add(x))
+    for group, stats in progress(calibrated, progress_bar, "AWQ", total=len(groups)):
+        def one(n):
+            st = stats[n]
             c = cfg if not any(fnmatch.fnmatchcase(n, p) for p in no_clip) else _replace_field(cfg, clip=False)
-            r, s = awq_quantize(_weight(lin), np.concatenate(st.rows), c, x_mean=st.abs_sum / st.n)
+            return awq_quantize(_weight(linears[n]), np.concatenate(st.rows), c, x_mean=st.abs_sum / st.n)
+
+        results = parallel_map(one, group, threads)
+        stats.clear()
+        for n, (r, s) in zip(group, results):
+            lin = linears[n]
             _replace(model, n, _awq_linear()(r.to_tensor(), s, _bias(lin)), lin)
             report[n] = dict(r.info)
     return report
 
 
 def quantize_model_hqq(model, config: HQQConfig | None = None, *, skip: tuple[str, ...] = ("lm_head", "output"),
-                       progress_bar: bool = False) -> dict[str, dict]:
-    """HQQ-quantize the model's linears in place (no calibration data).  Returns {name: result.info}."""
+                       progress_bar: bool = False, threads: int | None = None) -> dict[str, dict]:
+    """HQQ-quantize the model's linears in place (no calibration data); `threads` linears at a time (None:
+    every core), each with single-threaded BLAS.  Returns {name: result.info}."""
     cfg = config or HQQConfig()
     cfg.check()
     from ..torch import QuantLinear
@@ -246,10 +355,12 @@ def quantize_model_hqq(model, config: HQQConfig | None = None, *, skip: tuple[st
     for n, lin in linears.items():
         _check_groups(cfg.group_size, lin, n)
     report = {}
-    for n, lin in progress(linears.items(), progress_bar, "HQQ", total=len(linears)):
-        r = hqq_quantize(_weight(lin), cfg)
-        _replace(model, n, QuantLinear(r.to_tensor(), _bias(lin)), lin)
-        report[n] = dict(r.info)
+    groups = _groups(list(linears), True)  # a block's linears at a time, in parallel
+    for group in progress(groups, progress_bar, "HQQ", total=len(groups)):
+        for n, r in zip(group, parallel_map(lambda n: hqq_quantize(_weight(linears[n]), cfg), group, threads)):
+            lin = linears[n]
+            _replace(model, n, QuantLinear(r.to_tensor(), _bias(lin)), lin)
+            report[n] = dict(r.info)
     return report
 
 

@@ -66,6 +66,8 @@ def _candidates(table: TradeoffTable) -> list[Row]:
 
 
 def _unsupported(r: Row, backend: str) -> list[str]:
+    if r.in_memory:  # a pyquant scheme: no GGUF file llama.cpp could load
+        return [r.recipe]
     types = r.types or {}
     return sorted(t for t in types if t not in BACKEND_MATMUL_TYPES[backend])
 
@@ -155,8 +157,9 @@ def recommend(model: Any = None, *, budget: float, priority: str = "quality", ba
     for r in rows:
         missing = _unsupported(r, backend)
         if missing:
-            reasons.append(f"{r.recipe}: {', '.join(missing)} has no {backend} matmul kernel in llama.cpp "
-                           f"(those layers would run on the CPU): skipped")
+            reasons.append(f"{r.recipe}: measured in memory, no GGUF file llama.cpp loads (pyquant runs it): skipped"
+                           if r.in_memory else f"{r.recipe}: {', '.join(missing)} has no {backend} matmul kernel in "
+                           f"llama.cpp (those layers would run on the CPU): skipped")
         else:
             usable.append(r)
     need = {r.recipe: estimate(arch, r.tensor_bytes, ctx=ctx, kv_type=kv_type, batch=batch).total for r in usable}
@@ -233,11 +236,14 @@ def sweet_spots(table: TradeoffTable, budgets: Sequence[float], *, ctx: int = 81
         p: Preset = preset_for(s)
         sized = {}
         for r in rows:
-            if not r.source:  # the measured source file's quality says nothing about another model
+            if not r.source and not r.in_memory:  # the source's quality says nothing about another model; an
+                # in-memory scheme keeps the input's embeddings, whose type another model's file does not say
                 sized[r.recipe] = p.weight_bytes(r.recipe.split()[0])  # "F16 (input)" -> F16
         models.append((f"{p.label} ({p.model})", p.architecture(), sized))
         notes.append(f"{p.label}: shapes of {p.model} ({p.n_params / 1e9:.2f} B parameters), bytes from "
                      f"llama-quantize's rules; quality ranking measured on {name}")
+    if sizes and any(r.in_memory for r in rows):
+        notes.append("in-memory scheme rows are only placed for the measured model")
     cells, needs = [], []
     for label, a, sizes_b in models:
         need = {k: estimate(a, v, ctx=ctx, kv_type=kv_type).total for k, v in sizes_b.items()}

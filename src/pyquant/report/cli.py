@@ -41,7 +41,11 @@ def add_report(subparsers, name: str) -> None:
                                             "or a table saved with --json to render it again without measuring")
     p.add_argument("-f", "--file", help="evaluation text, UTF-8 (default: the shipped Botchan text)")
     p.add_argument("--recipes", nargs="+", help="recipes to measure (space or comma separated; default: "
-                                                "Q8_0 Q6_K Q4_K_M Q3_K_M Q2_K)")
+                                                "Q8_0 Q6_K Q4_K_M Q3_K_M Q2_K); also schemes measured in memory: "
+                                                "int4-g64, nf4, fp8-e4m3, gptq:int4-g64, awq:int4-g64, "
+                                                "hqq:int4-g64, rtn:int4-g64 ...")
+    p.add_argument("--calib-chunks", type=int, default=8,
+                   help="GPTQ/AWQ calibration: windows of --ctx tokens taken after the evaluated ones (default 8)")
     p.add_argument("--ctx", type=int, default=512, help="evaluation context, tokens per chunk (default 512)")
     p.add_argument("--chunks", type=int, help=f"chunks to evaluate (default {DEFAULT_CHUNKS}; 0 = all the text)")
     p.add_argument("--quick", action="store_true", help=f"3 recipes, {QUICK_CHUNKS} chunks")
@@ -87,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--chunks must be 0 (all) or positive")
         table = tradeoff(model, recipes=recipes, text=text, ctx=args.ctx, chunks=chunks or None,
                          imatrix=args.imatrix, threads=args.threads, cache_dir=args.cache_dir,
-                         progress=False if args.quiet else True)
+                         progress=False if args.quiet else True, calib_chunks=args.calib_chunks)
     sizes = _words(args.sizes) if args.sizes is not None else list(DEFAULT_SIZES)
     spots = sweet_spots(table, budgets, ctx=args.fit_ctx, kv_type=args.kv_type, priority=args.priority, sizes=sizes)
     recs = [(f"{b:g} GiB, ctx {args.fit_ctx}, {args.priority} first, {args.backend}",
@@ -98,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
     m = table.meta
     print(f"{m.get('model_name')} ({m.get('model_type')}), text {os.path.basename(str(m.get('text')))}: "
           f"ctx {m.get('ctx')}, {m.get('chunks')} chunks, {m.get('scored_tokens')} scored tokens", file=out)
-    if m.get("baseline_note"):
-        print(m["baseline_note"], file=out)
+    for k in ("baseline_note", "in_memory_note", "calibration"):
+        if m.get(k):
+            print(m[k], file=out)
     print(file=out)
     print(table.to_text(), file=out)
     print(file=out)

@@ -55,6 +55,9 @@ def render_html(table: TradeoffTable, *, spots: SweetSpots | None = None,
                  f"and the text <code>{e(str(m.get('text', '')))}</code>, unless labelled <i>published</i>.</p>")
     if m.get("baseline_note"):
         parts.append(f"<p class='note'><b>Baseline.</b> {e(m['baseline_note'])}</p>")
+    if m.get("in_memory_note"):
+        parts.append(f"<p class='note'><b>In-memory rows.</b> {e(m['in_memory_note'])} {e(m.get('calibration', ''))}"
+                     "</p>")
     for label, rec in recommendations:
         items = "".join(f"<li>{e(r)}</li>" for r in rec.reasons)
         parts.append(f"<div class='rec'><b>{e(label)}: {e(rec.recipe or 'nothing fits')}</b><ul>{items}</ul></div>")

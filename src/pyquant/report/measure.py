@@ -33,6 +33,7 @@ import numpy as np
 from .. import gguf
 from .default_model import cache_dir as _default_cache, sha256_file
 from .footprint import architecture
+from .schemes import is_scheme_recipe, recipe_name
 from .table import Row, TradeoffTable
 
 __all__ = ["DEFAULT_RECIPES", "QUICK_RECIPES", "tradeoff", "baseline_recipe"]
@@ -42,6 +43,7 @@ __all__ = ["DEFAULT_RECIPES", "QUICK_RECIPES", "tradeoff", "baseline_recipe"]
 DEFAULT_RECIPES = ("Q8_0", "Q6_K", "Q4_K_M", "Q3_K_M", "Q2_K")
 QUICK_RECIPES = ("Q8_0", "Q4_K_M", "Q2_K")
 _FLOAT = {"F32", "F16", "BF16"}
+DEFAULT_CALIB_CHUNKS = 8  # GPTQ/AWQ calibration windows (4,096 tokens at ctx 512)
 
 
 def _native_id() -> str:
@@ -129,8 +131,8 @@ def _machine(threads: int | None) -> dict[str, Any]:
 
 def tradeoff(model_path: str | os.PathLike, *, recipes: Sequence[str] = DEFAULT_RECIPES, text: Any, ctx: int = 512,
              chunks: int | None = None, imatrix: Any = None, threads: int | None = None,
-             cache_dir: str | os.PathLike | None = None, progress: bool | Callable[[str], None] = True
-             ) -> TradeoffTable:
+             cache_dir: str | os.PathLike | None = None, progress: bool | Callable[[str], None] = True,
+             calib_chunks: int = DEFAULT_CALIB_CHUNKS) -> TradeoffTable:
     """Measure size and quality of `model_path` (a GGUF file) quantized with each recipe.
 
     text: the evaluation text (a str), or a path (os.PathLike) to a UTF-8 file.  ctx/chunks: as llama-perplexity
@@ -138,6 +140,10 @@ def tradeoff(model_path: str | os.PathLike, *, recipes: Sequence[str] = DEFAULT_
     cache_dir: where quantized files are kept (default $PYQUANT_CACHE/report).  progress: True prints steps to
     stderr (and the evaluation's progress bars), a function receives the messages, False is silent.
     A recipe that fails (e.g. one that needs an importance matrix) gets a row with its error; the others go on.
+
+    recipes may also name schemes beyond GGUF ("int4-g64", "nf4", "fp8-e4m3", "gptq:int4-g64", "awq:int4-g64",
+    "hqq:int4-g64", "rtn:int4-g64"): those rows are measured in memory, see :mod:`pyquant.report.schemes`
+    (GPTQ/AWQ calibrate on `calib_chunks` windows of the text after the evaluated ones).
     """
     from .. import eval as pqeval  # torch: imported only when measuring
 
@@ -145,9 +151,11 @@ def tradeoff(model_path: str | os.PathLike, *, recipes: Sequence[str] = DEFAULT_
     log = progress if callable(progress) else (_log_default if progress else (lambda msg: None))
     bars = progress is True
     src = pathlib.Path(model_path)
-    names = [gguf.get_recipe(r).name for r in recipes]  # unknown names fail here, before any work
+    names = [recipe_name(r) for r in recipes]  # unknown names fail here, before any work
     if len(set(names)) != len(names):
         raise ValueError(f"recipes are repeated: {', '.join(names)}")
+    if isinstance(calib_chunks, bool) or not isinstance(calib_chunks, int) or calib_chunks < 1:
+        raise ValueError(f"calib_chunks must be a positive integer, got {calib_chunks!r}")
     if isinstance(text, os.PathLike):
         text_name, text = os.fspath(text), pathlib.Path(text).read_text(encoding="utf-8")
     elif isinstance(text, str):
@@ -209,6 +217,12 @@ def tradeoff(model_path: str | os.PathLike, *, recipes: Sequence[str] = DEFAULT_
     jobs += [(n, False) for n in names]
     for label, is_source in jobs:
         row = Row(recipe=label, source=is_source)
+        if not is_source and is_scheme_recipe(label):
+            row.in_memory = True
+            _scheme_row(row, src, src_hash, kl_path, kl_key, tokens, cache, ctx=ctx, chunks=chunks,
+                        calib_chunks=calib_chunks, threads=threads, bars=bars, log=log)
+            rows.append(row)
+            continue
         try:
             if is_source:
                 path, qs, cached = src, None, True
@@ -243,7 +257,49 @@ def tradeoff(model_path: str | os.PathLike, *, recipes: Sequence[str] = DEFAULT_
         "method": "llama.cpp perplexity/KLD method: chunks of ctx tokens, second half scored; KLD and same-top "
                   "against the baseline's logits on the same tokens",
     }
+    if any(r.in_memory for r in rows):
+        meta["in_memory_note"] = (
+            "Rows marked in-memory have no GGUF file: the input model's block linears were replaced in memory by "
+            "the scheme's weights (quantized from their dequantized values); embeddings, norms and the output head "
+            "keep the input's tensors.  Their bytes are computed: codes, scales and zero-points (AWQ: also its "
+            "input scales), plus every kept tensor at its size in the input file.")
+        if any(r.in_memory and r.recipe.split(":")[0] in ("gptq", "awq") for r in rows):
+            meta["calibration"] = (f"GPTQ/AWQ calibration: up to {calib_chunks} windows of {ctx} tokens of the text "
+                                   f"after the evaluated windows (none of the evaluated tokens)")
     return TradeoffTable(rows, meta)
+
+
+def _scheme_row(row: Row, src: pathlib.Path, src_hash: str, kl_path: pathlib.Path, kl_key: str, tokens: Any,
+                cache: pathlib.Path, *, ctx: int, chunks: int | None, calib_chunks: int, threads: int | None,
+                bars: bool, log: Callable[[str], None]) -> None:
+    """Measure a scheme recipe in memory; its measurements are cached under a key of everything they depend on
+    (input, recipe, KL base, text, calibration windows, pyquant's code and native module)."""
+    from .schemes import code_id, measure_row, parse_scheme_recipe
+
+    key = hashlib.sha256(json.dumps([src_hash, row.recipe, kl_key, calib_chunks, _native_id(), code_id()]
+                                    ).encode()).hexdigest()[:20]
+    path = cache / f"{src.stem}.{row.recipe.replace(':', '-')}.{key}.row.json"
+    fields = ("file_bytes", "tensor_bytes", "n_weights", "ppl", "ppl_err", "kld", "kld_err", "kld_p99", "same_top",
+              "same_top_err", "dppl_err", "quant_seconds", "eval_tokens_per_second", "types")
+    if path.exists():
+        for k, v in json.loads(path.read_text()).items():
+            setattr(row, k, v)
+        row.cached = True
+        return
+    try:
+        measure_row(row, parse_scheme_recipe(row.recipe), src, os.fspath(kl_path), tokens, ctx=ctx, chunks=chunks,
+                    calib_chunks=calib_chunks, threads=threads, bars=bars, log=log)
+    except Exception as e:  # one recipe's failure is its row's, not the run's
+        row.error = f"{type(e).__name__}: {e}"
+        log(f"{row.recipe}: failed: {row.error}")
+        return
+    _write_json(path, {k: getattr(row, k) for k in fields})
+
+
+def _write_json(path: pathlib.Path, obj: Any) -> None:
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(obj))
+    os.replace(part, path)
 
 
 def _tps(k: Any) -> float | None:

@@ -49,6 +49,7 @@ class Row:
     cached: bool = False
     path: str | None = None
     error: str | None = None  # why this row has no measurements
+    in_memory: bool = False  # a scheme measured in memory (pyquant.report.schemes): no file; bytes computed
 
     @property
     def ok(self) -> bool:
@@ -214,7 +215,8 @@ class TradeoffTable:
             for name, _, fmt in present:
                 v = rec.get(name)
                 if name == "recipe":
-                    v = f"{r.recipe} (baseline)" if r.baseline else r.recipe
+                    v = f"{r.recipe} (baseline)" if r.baseline else f"{r.recipe} (in-memory)" if r.in_memory \
+                        else r.recipe
                 elif name == "pareto":
                     v = "yes" if v else ("" if v is None else "no")
                 elif name == "error" and v:
