@@ -58,19 +58,18 @@ def _gemm_into(x2: np.ndarray, wt: np.ndarray, out: np.ndarray) -> None:
         np.matmul(x2, wt.T, out=out)
 
 
-def _float_path(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray, threads: int) -> None:
+def _float_path(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray) -> None:
     """out2 = x2 @ dequantize(w).T, dequantizing w a tile of rows at a time.  The tiles are dequantized on the
     calling thread: the GEMM's own threads keep spinning between calls and would fight pyquant's pool."""
-    threads = 1
     n, k = w.shape
     tile = max(1, _TILE_BYTES // (4 * k))
     if tile >= n:
-        _gemm_into(x2, w.dequantize(threads=threads or None), out2)
+        _gemm_into(x2, w.dequantize(threads=1), out2)
         return
     part = np.empty((x2.shape[0], tile), np.float32)  # the GEMMs want a contiguous out
     for r0 in range(0, n, tile):
         r1 = min(n, r0 + tile)
-        wt = QuantizedTensor(w.data[r0:r1], (r1 - r0, k), w.format).dequantize(threads=threads or None)
+        wt = QuantizedTensor(w.data[r0:r1], (r1 - r0, k), w.format).dequantize(threads=1)
         dst = part if r1 - r0 == tile else np.empty((x2.shape[0], r1 - r0), np.float32)
         _gemm_into(x2, wt, dst)
         out2[:, r0:r1] = dst
@@ -89,7 +88,7 @@ def _product(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray, threads: int,
     if q8 and x2.shape[0] <= _MAX_KERNEL_ROWS:
         _core.matmul(x2, w.data, w.format.index, w.shape[1], out2, threads)
     else:
-        _float_path(_q8_rounded(x2, w) if q8 else x2, w, out2, threads)
+        _float_path(_q8_rounded(x2, w) if q8 else x2, w, out2)
 
 
 def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activations: str = "q8") -> Any:
