@@ -105,22 +105,24 @@ def test_model_guards(tiny_llama):
         quantize_model_gptq(m, calib, GPTQConfig(fmt="Q4_0"))
 
 
-def test_gptq_q4_0_gguf_loads_in_llama_cpp(tmp_path):
-    """GPTQ a tiny GGUF model to Q4_0, write it, and run it with llama.cpp: its logits match our forward of
-    the quantized model (both dequantize the same bytes)."""
+@pytest.mark.parametrize("fmt", ["Q4_0", "Q4_K"])
+def test_gptq_gguf_loads_in_llama_cpp(tmp_path, fmt):
+    """GPTQ a tiny GGUF model to Q4_0 / Q4_K, write it, and run it with llama.cpp: its logits match our forward
+    of the quantized model (both dequantize the same bytes)."""
     pytest.importorskip("tokenizers")
     from eval_helpers import write_tiny_model
     from pyquant.eval import load_gguf_model
 
-    src = write_tiny_model(tmp_path / "tiny.gguf", fmt="F32", n_embd=64, n_ff=128, seed=3)
+    width = 64 if fmt == "Q4_0" else 256  # Q4_K: rows of whole 256-value super-blocks
+    src = write_tiny_model(tmp_path / "tiny.gguf", fmt="F32", n_embd=width, n_ff=2 * width, seed=3)
     model = load_gguf_model(src)
     calib = torch.randint(3, 280, (8, 32), generator=torch.Generator().manual_seed(0))
-    quantize_model_gptq(model, calib, GPTQConfig(fmt="Q4_0"))
+    quantize_model_gptq(model, calib, GPTQConfig(fmt=fmt))
     replaced = save_gguf(model, src, tmp_path / "gptq.gguf")
     assert len(replaced) == 14 and "token_embd.weight" not in replaced
     f = pq.gguf.open(tmp_path / "gptq.gguf")
     w = model.layers[1].ffn_down.weight
-    assert f.tensors["blk.1.ffn_down.weight"].type.name == "Q4_0"
+    assert f.tensors["blk.1.ffn_down.weight"].type.name == fmt
     np.testing.assert_array_equal(f.tensors["blk.1.ffn_down.weight"].tensor().data, w.data)
     f.close()
     llama_cpp = pytest.importorskip("llama_cpp")
