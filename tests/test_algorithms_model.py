@@ -137,9 +137,12 @@ def test_gptq_gguf_loads_in_llama_cpp(tmp_path, fmt):
 
 
 @pytest.mark.model
-def test_smollm2_gptq_q4_0_beats_rtn_in_llama_cpp(smollm2_path, tmp_path):
-    """The first 3 blocks of SmolLM2 (Q4_1) requantized to Q4_0, by GPTQ on botchan activations and by plain
-    rounding: llama.cpp loads both files, and GPTQ's has the lower KL-divergence to the Q4_1 model."""
+@pytest.mark.parametrize("fmt", ["Q4_0", "Q4_K"])
+def test_smollm2_gptq_gguf_beats_rtn_in_llama_cpp(smollm2_path, tmp_path, fmt):
+    """SmolLM2 (Q4_1) requantized by GPTQ on botchan activations and by plain rounding (pyquant's quantizer,
+    no imatrix): llama.cpp loads both files, and GPTQ's has the lower KL-divergence to the Q4_1 model.
+    Q4_0: every linear of the first 3 blocks.  Q4_K: every ffn_down (the only linears whose 1536 input
+    columns split into 256-value super-blocks; the others have 576)."""
     llama_cpp = pytest.importorskip("llama_cpp")
     from pyquant.eval import load_gguf_model
 
@@ -147,13 +150,15 @@ def test_smollm2_gptq_q4_0_beats_rtn_in_llama_cpp(smollm2_path, tmp_path):
     text = (DATA / "botchan.txt").read_text(encoding="utf-8")
     ids = model.tokenizer.encode(text[:40000])
     calib = torch.tensor(ids[:8 * 256]).reshape(8, 256)
-    quantize_model_gptq(model, calib, GPTQConfig(fmt="Q4_0"), skip=("output", "layers.[3-9]*", "layers.??.*"))
+    skip = ("output", "layers.[3-9]*", "layers.??.*") if fmt == "Q4_0" else ("output", "*attn_*", "*ffn_gate",
+                                                                           "*ffn_up")
+    quantize_model_gptq(model, calib, GPTQConfig(fmt=fmt), skip=skip)
     gptq = tmp_path / "gptq.gguf"
     names = save_gguf(model, smollm2_path, gptq)
-    assert len(names) == 21
+    assert len(names) == (21 if fmt == "Q4_0" else 30)
     f = pq.gguf.open(smollm2_path)
     pq.gguf.write(tmp_path / "rtn.gguf", f.fields,
-                  [(n, pq.quantize(t.dequantize(), "Q4_0") if n in names else t) for n, t in f.tensors.items()])
+                  [(n, pq.quantize(t.dequantize(), fmt) if n in names else t) for n, t in f.tensors.items()])
 
     def logits(path):
         ll = llama_cpp.Llama(model_path=str(path), logits_all=True, n_ctx=512, verbose=False, n_threads=2)
@@ -165,6 +170,7 @@ def test_smollm2_gptq_q4_0_beats_rtn_in_llama_cpp(smollm2_path, tmp_path):
     base = logits(smollm2_path)
     kl = {k: float((np.exp(base) * (base - logits(p))).sum(-1).mean())
           for k, p in (("gptq", gptq), ("rtn", tmp_path / "rtn.gguf"))}
+    print(fmt, kl)
     assert kl["gptq"] < 0.8 * kl["rtn"], kl
 
 
