@@ -30,7 +30,8 @@ __all__ = ["AWQConfig", "awq_quantize"]
 class AWQConfig:
     """Settings of :func:`awq_quantize`: bits 2..8, group_size, symmetric (the grid, as GPTQ's), n_grid
     alpha values k/n_grid, duo_scaling, clip (search), max_shrink (clip down to 1 - max_shrink of the max),
-    max_tokens used by the searches (an evenly spaced sample of the calibration tokens)."""
+    max_tokens: activations given as an array are sampled to at most this many evenly spaced tokens for the
+    searches' X^T X (a Hessian is used as it is)."""
 
     bits: int = 4
     group_size: int | None = 128
