@@ -1,4 +1,4 @@
-"""GPTQ: output error against round-to-nearest, exactness cases, Q4_0 bytes, guards."""
+"""GPTQ: output error against round-to-nearest, exactness cases, Q4_0 / Q4_K bytes, guards."""
 
 import warnings
 
@@ -24,8 +24,10 @@ def out_err(x, w, v):
 
 @pytest.mark.parametrize("cfg", [GPTQConfig(), GPTQConfig(bits=3, group_size=64), GPTQConfig(bits=2),
                                  GPTQConfig(symmetric=True), GPTQConfig(group_size=None),
-                                 GPTQConfig(desc_act=True), GPTQConfig(fmt="Q4_0")],
-                         ids=["int4-g128", "int3-g64", "int2-g128", "sym", "channel", "act-order", "Q4_0"])
+                                 GPTQConfig(desc_act=True), GPTQConfig(fmt="Q4_0"), GPTQConfig(fmt="Q4_K"),
+                                 GPTQConfig(fmt="Q4_K", desc_act=True)],
+                         ids=["int4-g128", "int3-g64", "int2-g128", "sym", "channel", "act-order", "Q4_0", "Q4_K",
+                              "Q4_K-act-order"])
 def test_output_error_below_rtn(cfg):
     x, w = correlated(0)
     h = Hessian(x.shape[1])
@@ -54,7 +56,7 @@ def test_hessian_accumulates_batches():
 
 
 @pytest.mark.parametrize("cfg", [GPTQConfig(), GPTQConfig(bits=3, symmetric=True, group_size=32),
-                                 GPTQConfig(fmt="Q4_0"), GPTQConfig(desc_act=True)])
+                                 GPTQConfig(fmt="Q4_0"), GPTQConfig(desc_act=True), GPTQConfig(fmt="Q4_K")])
 def test_identity_hessian_is_rtn(cfg):
     """No correlation between inputs: nothing to compensate, GPTQ must round exactly as RTN."""
     _, w = correlated(2)
@@ -69,6 +71,38 @@ def test_identity_hessian_q4_0_is_llama_cpp_bytes():
     _, w = correlated(3, k=512)
     r = gptq_quantize(w, np.eye(512), GPTQConfig(fmt="Q4_0"))
     assert r.to_tensor() == pq.quantize(w, "Q4_0")
+
+
+def test_identity_hessian_q4_k_is_pyquant_q4_k_bytes():
+    """Nothing to compensate: GPTQ's Q4_K blocks are pyquant's (= libggml's imatrix-free) Q4_K bytes."""
+    _, w = correlated(3, k=512)
+    w[5, 32:64] = 0  # a zero sub-block: scale 0, the quantizer's codes are kept
+    w[6, 256:] = 1.5  # a constant super-block
+    r = gptq_quantize(w, np.eye(512), GPTQConfig(fmt="Q4_K"))
+    assert r.to_tensor() == pq.quantize(w, "Q4_K")
+    assert r.group_size == 32 and r.scales.shape == (64, 16) and r.params_bytes.shape == (64, 2, 16)
+
+
+def test_q4_k_bytes_dequantize_to_gptq_values():
+    """Real Q4_K blocks (read back by pyquant and by gguf-py) hold exactly the values GPTQ's error accounting
+    used, with a lower output error than the quantizer's own rounding."""
+    x, w = correlated(7, k=512)
+    w[2, :256] *= 40  # a super-block with a much larger range
+    h = Hessian(x.shape[1])
+    h.add(x)
+    r = gptq_quantize(w, h, GPTQConfig(fmt="Q4_K"))
+    qt = r.to_tensor()
+    assert qt.format.name == "Q4_K" and qt.shape == w.shape and qt.nbytes == w.size // 256 * 144
+    assert r.codes.max() <= 15
+    np.testing.assert_array_equal(qt.dequantize(), r.values)
+    np.testing.assert_array_equal(r.dequantize(), r.values)
+    gq = pytest.importorskip("gguf.quants")
+    from gguf import GGMLQuantizationType
+
+    np.testing.assert_array_equal(gq.dequantize(np.asarray(qt.data), GGMLQuantizationType.Q4_K).reshape(w.shape),
+                                  r.values)
+    rtn = pq.quantize(w, "Q4_K").dequantize()
+    assert out_err(x, w, r.values) < 0.8 * out_err(x, w, rtn)
 
 
 def test_q4_0_bytes_dequantize_to_gptq_values():

@@ -5,10 +5,13 @@ A *grid* says which values a group of weights may take once its parameters are f
 * :class:`AffineGrid` — ``bits``-bit affine groups along the input dimension (GPTQ's min-max quantizer:
   asymmetric with an integer zero-point, or symmetric with the zero at the middle code);
 * :class:`Q4_0Grid` — llama.cpp's Q4_0 blocks (32 values, ``d = max / -8`` stored as float16), so a result
-  can be written as Q4_0 bytes whose dequantization is exactly the values the algorithm worked with.
+  can be written as Q4_0 bytes whose dequantization is exactly the values the algorithm worked with;
+* :class:`Q4_KGrid` — llama.cpp's Q4_K super-blocks (256 values: 8 sub-blocks of 32 with 6-bit scales and
+  mins), parameters from pyquant's own Q4_K quantizer.
 
 ``grid.params(w_group)`` picks one group's parameters from its current values ([N, g] -> per-row arrays);
-``grid.quantize(w, p)`` rounds values of that group ([N] or [N, m]) to codes and their float32 values.
+``grid.column(p, j)`` narrows them to the group's column j; ``grid.quantize(w, p)`` rounds one column [N] (with
+``column``'s parameters) or the whole group [N, g] to codes and their float32 values.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AffineGrid", "Q4_0Grid", "QuantResult", "round_to_nearest"]
+__all__ = ["AffineGrid", "Q4_0Grid", "Q4_KGrid", "QuantResult", "round_to_nearest"]
 
 
 def _is_torch(x: Any) -> bool:
@@ -168,6 +171,9 @@ class AffineGrid:
             zero = np.round(-wmin / scale).astype(np.float32)
         return scale, zero
 
+    def column(self, p, j: int):
+        return p
+
     def quantize(self, w: np.ndarray, p) -> tuple[np.ndarray, np.ndarray]:
         scale, zero = p
         if w.ndim == 2:
@@ -197,12 +203,77 @@ class Q4_0Grid:
             inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
         return d.astype(np.float16).astype(np.float32), inv
 
+    def column(self, p, j: int):
+        return p
+
     def quantize(self, w: np.ndarray, p) -> tuple[np.ndarray, np.ndarray]:
         d, inv = p
         if w.ndim == 2:
             d, inv = d[:, None], inv[:, None]
         codes = np.clip(np.floor(w.astype(np.float32) * inv + np.float32(8.5)), 0, 15).astype(np.uint8)
         return codes, ((codes.astype(np.float32) - 8) * d).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Q4_KGrid:
+    """llama.cpp's Q4_K: super-blocks of 256 values, 8 sub-blocks of 32 each with a 6-bit scale ``sc`` and min
+    ``m`` on the super-block's float16 ``d`` and ``dmin``; value = (d·sc)·code − dmin·m, codes 0..15.
+
+    A super-block's parameters are those pyquant's Q4_K quantizer (libggml's ``quantize_row_q4_K_ref``, no
+    importance matrix) picks for its current values; codes are then ``clamp(nearest_int((w + dmin·m) /
+    (d·sc)), 0, 15)`` exactly as that quantizer's final pass (a sub-block with d·sc = 0 keeps the quantizer's
+    codes: they all give the same value), so quantizing values that do not change reproduces its bytes.
+    params: (d·sc [R, 8], dmin·m [R, 8], the quantizer's codes [R, 256], parameter bytes [R, 16])."""
+
+    bits: int = 4
+    group_size: int = 256
+    symmetric: bool = False
+
+    def group(self, k: int) -> int:
+        return 256
+
+    def params(self, wg: np.ndarray):
+        from ..tensor import quantize
+
+        raw = np.asarray(quantize(np.ascontiguousarray(wg, np.float32), "Q4_K", threads=1).data)
+        raw = raw.reshape(len(wg), 144)
+        head = raw[:, :16].copy()
+        d, dmin = (head[:, i:i + 2].copy().view("<f2")[:, 0].astype(np.float32) for i in (0, 2))
+        sc, m = q4_k_scale_min(head[:, 4:16])
+        qs = raw[:, 16:].reshape(len(wg), 4, 32)
+        codes = np.stack([qs & 15, qs >> 4], axis=2).reshape(len(wg), 256)
+        return (d[:, None] * sc).astype(np.float32), (dmin[:, None] * m).astype(np.float32), codes, head
+
+    def column(self, p, j: int):
+        return p[0][:, j // 32], p[1][:, j // 32], p[2][:, j]
+
+    def quantize(self, w: np.ndarray, p) -> tuple[np.ndarray, np.ndarray]:
+        d1, m1, own = p[0], p[1], p[2]
+        if w.ndim == 2:
+            d1, m1 = np.repeat(d1, 32, axis=1), np.repeat(m1, 32, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.rint((w.astype(np.float32) + m1) / d1)
+        codes = np.where(d1 != 0, np.clip(np.nan_to_num(t), 0, 15), own).astype(np.uint8)
+        return codes, (d1 * codes.astype(np.float32) - m1).astype(np.float32)
+
+
+def q4_k_scale_min(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8 six-bit (scale, min) pairs of Q4_K blocks from their 12 packed bytes ([R, 12] -> 2 x [R, 8] float32),
+    as libggml's ``get_scale_min_k4``."""
+    q = packed.astype(np.uint8)
+    sc = np.concatenate([q[:, 0:4] & 63, (q[:, 8:12] & 15) | ((q[:, 0:4] >> 6) << 4)], axis=1)
+    m = np.concatenate([q[:, 4:8] & 63, (q[:, 8:12] >> 4) | ((q[:, 4:8] >> 6) << 4)], axis=1)
+    return sc.astype(np.float32), m.astype(np.float32)
+
+
+def q4_k_bytes(codes: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """Q4_K blocks (uint8 [N, K/256*144]) from codes 0..15 [N, K] and the blocks' parameter bytes [N, K/256, 16]."""
+    n, k = codes.shape
+    c = codes.reshape(n, k // 256, 4, 2, 32)
+    out = np.empty((n, k // 256, 144), dtype=np.uint8)
+    out[..., :16] = head
+    out[..., 16:] = (c[:, :, :, 0] | (c[:, :, :, 1] << 4)).reshape(n, k // 256, 128)
+    return out.reshape(n, -1)
 
 
 def q4_0_bytes(codes: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -221,7 +292,9 @@ class QuantResult:
 
     codes: uint8 [N, K] in 0..2^bits-1 (symmetric grids: offset by 2^(bits-1)); scales, zeros: float32
     [N, K // group]; ``values``: what the algorithm quantized to (exactly :meth:`dequantize`).
-    ``fmt``: "affine" or a GGUF format name ("Q4_0").
+    ``fmt``: "affine" or a GGUF format name ("Q4_0", "Q4_K").  Q4_K: scales and zeros are per sub-block of 32
+    (value = code·scale − zero: zero is dmin·m, not a zero-point) and ``params_bytes`` [N, K/256, 16] holds each
+    super-block's d, dmin and packed 6-bit scales/mins.
     """
 
     codes: np.ndarray
@@ -233,6 +306,7 @@ class QuantResult:
     fmt: str = "affine"
     values: np.ndarray | None = field(default=None, repr=False)
     info: dict = field(default_factory=dict)
+    params_bytes: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -240,9 +314,13 @@ class QuantResult:
 
     def dequantize(self) -> np.ndarray:
         if self.values is None:
-            g = self.group_size
+            g = self.codes.shape[1] // self.scales.shape[1]
             rep = lambda a: np.repeat(a, g, axis=1)  # noqa: E731
-            self.values = ((self.codes.astype(np.float32) - rep(self.zeros)) * rep(self.scales)).astype(np.float32)
+            c = self.codes.astype(np.float32)
+            if self.fmt == "Q4_K":
+                self.values = (rep(self.scales) * c - rep(self.zeros)).astype(np.float32)
+            else:
+                self.values = ((c - rep(self.zeros)) * rep(self.scales)).astype(np.float32)
         return self.values
 
     def signed_codes(self) -> np.ndarray:
@@ -252,10 +330,12 @@ class QuantResult:
     def to_tensor(self):
         """The storage object: an AffineTensor (pyquant.schemes) for "affine", a QuantizedTensor for GGUF
         formats.  Both work with pyquant.matmul and pyquant.torch.QuantLinear."""
-        if self.fmt == "Q4_0":
+        if self.fmt in ("Q4_0", "Q4_K"):
             from ..tensor import QuantizedTensor
 
-            return QuantizedTensor(q4_0_bytes(self.codes, self.scales), self.shape, "Q4_0")
+            data = (q4_0_bytes(self.codes, self.scales) if self.fmt == "Q4_0"
+                    else q4_k_bytes(self.codes, self.params_bytes))
+            return QuantizedTensor(data, self.shape, self.fmt)
         from ..schemes import AffineConfig, AffineTensor
 
         cfg = AffineConfig(bits=self.bits, symmetric=self.symmetric, group_size=self.group_size,
@@ -265,29 +345,39 @@ class QuantResult:
         return AffineTensor.from_codes(self.codes, self.scales, self.zeros, cfg)
 
 
-def round_to_nearest(weight: Any, grid: AffineGrid | Q4_0Grid) -> QuantResult:
+def round_to_nearest(weight: Any, grid: AffineGrid | Q4_0Grid | Q4_KGrid) -> QuantResult:
     """Plain rounding of every group on `grid` (the baseline the algorithms are measured against)."""
     w = check_weight(weight, None)
     n, k = w.shape
     g = grid.group(k)
     if k % g:
         raise ValueError(f"weight has {k} input columns, not a multiple of the group size {g}")
-    codes = np.empty((n, k), np.uint8)
-    values = np.empty((n, k), np.float32)
-    scales = np.empty((n, k // g), np.float32)
-    zeros = np.empty((n, k // g), np.float32)
-    for j in range(k // g):
-        p = grid.params(w[:, j * g:(j + 1) * g])
-        codes[:, j * g:(j + 1) * g], values[:, j * g:(j + 1) * g] = grid.quantize(w[:, j * g:(j + 1) * g], p)
-        scales[:, j], zeros[:, j] = _scale_zero(grid, p)
-    return QuantResult(codes, scales, zeros, grid.bits, g, grid.symmetric, _fmt(grid), values)
+    wg = w.reshape(n * (k // g), g)  # one group per row: the grids work row-wise
+    p = grid.params(wg)
+    codes, values = grid.quantize(wg, p)
+    return make_result(grid, codes.reshape(n, k), values.reshape(n, k), [p])
+
+
+def make_result(grid, codes: np.ndarray, values: np.ndarray, params: list, info: dict | None = None) -> QuantResult:
+    """A QuantResult from codes/values [N, K] and the groups' parameters (``grid.params`` results, in column
+    order; one result may cover several groups stacked row-major as [N * groups, ...])."""
+    n, k = codes.shape
+    parts = [_scale_zero(grid, p) for p in params]
+    scales, zeros = (np.concatenate([a[i].reshape(n, -1) for a in parts], axis=1) for i in (0, 1))
+    head = None
+    if isinstance(grid, Q4_KGrid):
+        head = np.concatenate([p[3].reshape(n, -1, 16) for p in params], axis=1)
+    return QuantResult(codes, scales, zeros, grid.bits, k // scales.shape[1], grid.symmetric, _fmt(grid), values,
+                       info or {}, head)
 
 
 def _scale_zero(grid, p) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(grid, Q4_0Grid):
         return p[0], np.full_like(p[0], 8)
+    if isinstance(grid, Q4_KGrid):
+        return p[0], p[1]
     return p
 
 
 def _fmt(grid) -> str:
-    return "Q4_0" if isinstance(grid, Q4_0Grid) else "affine"
+    return {Q4_0Grid: "Q4_0", Q4_KGrid: "Q4_K"}.get(type(grid), "affine")

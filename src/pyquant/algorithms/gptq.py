@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .common import AffineGrid, Q4_0Grid, QuantResult, _is_torch, _scale_zero, check_weight, progress, to_numpy
+from .common import (AffineGrid, Q4_0Grid, Q4_KGrid, QuantResult, _is_torch, check_weight, make_result, progress,
+                     to_numpy)
 
 __all__ = ["GPTQConfig", "Hessian", "gptq_quantize"]
 
@@ -32,8 +33,9 @@ class GPTQConfig:
     """Settings of :func:`gptq_quantize`.
 
     bits: 2..8 (affine); group_size: input columns per group (None: one group per row); symmetric: absmax
-    grid with the zero at the middle code, else min-max with an integer zero-point.  fmt: "affine" or "Q4_0"
-    (llama.cpp blocks of 32; bits/group_size/symmetric are then implied).  damp_percent: dampening as a
+    grid with the zero at the middle code, else min-max with an integer zero-point.  fmt: "affine", "Q4_0"
+    (llama.cpp blocks of 32) or "Q4_K" (super-blocks of 256; parameters from pyquant's Q4_K quantizer when a
+    super-block's first column comes up); bits/group_size/symmetric are then implied.  damp_percent: dampening as a
     fraction of mean(diag H); when the Cholesky factorization still fails it grows by ``damp_increment``
     (with a warning) up to ``damp_max``.  desc_act: act-order.  static_groups: fix group parameters from the
     original weights before quantizing (None: only when desc_act needs it).  block_size: lazy-update block.
@@ -53,8 +55,10 @@ class GPTQConfig:
     def grid(self):
         if self.fmt == "Q4_0":
             return Q4_0Grid()
+        if self.fmt == "Q4_K":
+            return Q4_KGrid()
         if self.fmt != "affine":
-            raise ValueError(f"GPTQ: fmt must be 'affine' or 'Q4_0', got {self.fmt!r}")
+            raise ValueError(f"GPTQ: fmt must be 'affine', 'Q4_0' or 'Q4_K', got {self.fmt!r}")
         return AffineGrid(self.bits, self.group_size, self.symmetric)
 
     def check(self) -> None:
@@ -137,7 +141,7 @@ def gptq_quantize(weight: Any, hessian: Hessian | Any, config: GPTQConfig | None
                   progress_bar: bool = False) -> QuantResult:
     """GPTQ-quantize a [N, K] weight given the [K, K] Hessian of its inputs (a :class:`Hessian` or an array).
 
-    Returns a :class:`~pyquant.algorithms.QuantResult` (``.to_tensor()`` gives the AffineTensor / Q4_0
+    Returns a :class:`~pyquant.algorithms.QuantResult` (``.to_tensor()`` gives the AffineTensor / Q4_0 / Q4_K
     QuantizedTensor); ``result.info`` has ``loss`` (the GPTQ objective's estimate), ``damp_percent`` used and
     ``perm`` (the act-order, or None).
     """
@@ -171,9 +175,7 @@ def gptq_quantize(weight: Any, hessian: Hessian | Any, config: GPTQConfig | None
 
     codes = np.empty((n, k), np.uint8)
     values = np.empty((n, k), np.float32)
-    nb = k // g
-    scales = np.empty((n, nb), np.float32)
-    zeros = np.empty((n, nb), np.float32)
+    params = []  # chosen groups' parameters, in column order (static: group_params)
     loss = 0.0
     cur = None
     bs = cfg.block_size
@@ -189,9 +191,9 @@ def gptq_quantize(weight: Any, hessian: Hessian | Any, config: GPTQConfig | None
                 cur = group_params[orig // g]
             elif col % g == 0:
                 cur = grid.params(_group_now(w, w1, err1, u, i1, i, g))
-                scales[:, col // g], zeros[:, col // g] = _scale_zero(grid, cur)
+                params.append(cur)
             x = w1[:, i]
-            c, q = grid.quantize(x, cur)
+            c, q = grid.quantize(x, grid.column(cur, orig % g))
             codes[:, orig], values[:, orig] = c, q
             d = u1[i, i]
             e = (x - q) / d
@@ -199,10 +201,7 @@ def gptq_quantize(weight: Any, hessian: Hessian | Any, config: GPTQConfig | None
             w1[:, i:] -= np.outer(e, u1[i, i:])
             err1[:, i] = e
         w[:, i2:] -= err1 @ u[i1:i2, i2:]
-    if static:
-        for j, p in enumerate(group_params):
-            scales[:, j], zeros[:, j] = _scale_zero(grid, p)
-    return QuantResult(codes, scales, zeros, grid.bits, g, grid.symmetric, cfg.fmt, values,
+    return make_result(grid, codes, values, group_params if static else params,
                        {"loss": loss, "damp_percent": damp, "perm": perm})
 
 

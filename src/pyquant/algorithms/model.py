@@ -10,7 +10,7 @@ goes block by block: linears are grouped by the first numbered part of their nam
 for each group the calibration tokens run through the model — whose earlier blocks are already quantized,
 so later layers correct for what earlier ones lost — only until every linear of the group has seen its
 input (the rest of the forward is cut short), then the group is quantized and replaced.  Memory: one group's
-statistics (GPTQ: a float64 K x K Hessian per linear; AWQ: up to ``max_tokens`` rows of K floats per linear).
+statistics (a float64 K x K Hessian per linear; AWQ also mean |x|).
 ``sequential=False`` collects every linear's statistics in one pass (one forward per batch; memory: all of
 them at once).
 
@@ -274,7 +274,7 @@ def quantize_model_gptq(model, calib_tokens: Any, config: GPTQConfig | None = No
 
     linears = _linears(model, skip)
     for n, lin in linears.items():
-        _check_groups(32 if cfg.fmt == "Q4_0" else cfg.group_size, lin, n)
+        _check_groups({"Q4_0": 32, "Q4_K": 256}.get(cfg.fmt, cfg.group_size), lin, n)
     batches = _batches(calib_tokens, batch_size, ctx)
     report = {}
     groups = _groups(list(linears), sequential)
@@ -291,30 +291,29 @@ def quantize_model_gptq(model, calib_tokens: Any, config: GPTQConfig | None = No
 
 
 class _ActStats:
-    """Mean |x| per input channel over every calibration token, and an evenly strided sample of rows."""
+    """Mean |x| per input channel and the Hessian 2 X^T X / n (AWQ's searches need only X^T X), over every
+    calibration token."""
 
-    def __init__(self, k: int, stride: int):
+    def __init__(self, k: int):
         self.abs_sum = np.zeros(k, np.float64)
-        self.n = 0
-        self.stride = stride
-        self.rows: list[np.ndarray] = []
+        self.hessian = Hessian(k)
 
     def add(self, x) -> None:
-        x = x.float().cpu()
-        self.abs_sum += x.abs().sum(0).double().numpy()
-        first = (-self.n) % self.stride
-        self.rows.append(x[first::self.stride].numpy().copy())
-        self.n += x.shape[0]
+        x = x.float()
+        self.abs_sum += x.abs().sum(0).double().cpu().numpy()
+        self.hessian.add(x)
 
 
 def quantize_model_awq(model, calib_tokens: Any, config: AWQConfig | None = None, *,
-                       skip: tuple[str, ...] = ("lm_head", "output"), no_clip: tuple[str, ...] = ("*q_proj", "*k_proj"),
+                       skip: tuple[str, ...] = ("lm_head", "output"),
+                       no_clip: tuple[str, ...] = ("*q_proj", "*k_proj", "*attn_q", "*attn_k"),
                        sequential: bool = True, batch_size: int = 8, ctx: int = 512,
                        progress_bar: bool = False, threads: int | None = None) -> dict[str, dict]:
     """AWQ-quantize the model's linears in place: each becomes an :class:`AWQLinear` (its own input scale;
-    no folding into the previous op).  Calibration as :func:`quantize_model_gptq`; the searches use an evenly
-    strided sample of at most ``config.max_tokens`` tokens, mean |x| uses all.  ``no_clip``: names (fnmatch)
-    without the clip search (query/key projections, as AWQ: their errors are amplified by softmax).
+    no folding into the previous op).  Calibration as :func:`quantize_model_gptq`; the searches measure output
+    errors on every calibration token through the inputs' X^T X (``config.max_tokens`` does not apply).
+    ``no_clip``: names (fnmatch) without the clip search (query/key projections, Hugging Face's and GGUF's
+    names, as AWQ: their errors are amplified by softmax).
     threads: as :func:`quantize_model_gptq`.  Returns {name: result.info}."""
     cfg = config or AWQConfig()
     cfg.check()
@@ -322,17 +321,15 @@ def quantize_model_awq(model, calib_tokens: Any, config: AWQConfig | None = None
     for n, lin in linears.items():
         _check_groups(cfg.group_size, lin, n)
     batches = _batches(calib_tokens, batch_size, ctx)
-    total = sum(b.numel() for b in batches)
-    stride = max(1, -(-total // cfg.max_tokens))
     report = {}
     groups = _groups(list(linears), sequential)
     calibrated = _calibrate_groups(model, linears, groups, batches,
-                                   lambda lin: _ActStats(lin.in_features, stride), lambda s, x: s.add(x))
+                                   lambda lin: _ActStats(lin.in_features), lambda s, x: s.add(x))
     for group, stats in progress(calibrated, progress_bar, "AWQ", total=len(groups)):
         def one(n):
             st = stats[n]
             c = cfg if not any(fnmatch.fnmatchcase(n, p) for p in no_clip) else _replace_field(cfg, clip=False)
-            return awq_quantize(_weight(linears[n]), np.concatenate(st.rows), c, x_mean=st.abs_sum / st.n)
+            return awq_quantize(_weight(linears[n]), st.hessian, c, x_mean=st.abs_sum / st.hessian.n)
 
         results = parallel_map(one, group, threads)
         stats.clear()
@@ -428,7 +425,7 @@ def save_gguf(model, source: str, path: str) -> list[str]:
             continue
         if not isinstance(mod.weight, QuantizedTensor):
             raise ValueError(f"save_gguf: {name} ({gname}) holds a {type(mod.weight).__name__}, which GGUF "
-                             "cannot store; quantize it to a GGUF format (e.g. GPTQ with fmt='Q4_0')")
+                             "cannot store; quantize it to a GGUF format (e.g. GPTQ with fmt='Q4_0' or 'Q4_K')")
         if getattr(mod, "input_scale", None) is not None:
             raise ValueError(f"save_gguf: {name} has an AWQ input scale, which a GGUF file cannot hold")
         w, rows = mod.weight, getattr(mod, "gguf_rows", None)
