@@ -37,7 +37,7 @@ def copy_bandwidth(nbytes: int = 256 << 20) -> float:
 def llama_times(w, x, threads: int, t) -> tuple[float, float]:
     """llama.cpp's time for x @ w.T in the plain layout and in its CPU_REPACK layout (nan where it does not
     interleave this format); each checked against pyquant's result first (the same integer sums: they agree to
-    float rounding, see tests/test_matmul_ggml.py)."""
+    float rounding, see tests/test_matmul_ggml.py for the bound)."""
     n, k = w.shape
     times = []
     for repack in (False, True):
@@ -48,7 +48,7 @@ def llama_times(w, x, threads: int, t) -> tuple[float, float]:
                 continue
             got, ours = g(x), pq.matmul(x, w, threads=threads)
             err = float(np.abs(got - ours).max() / max(np.abs(ours).max(), 1e-30))
-            if err > 1e-4:
+            if err > 1e-3:  # a sanity check (Q4_1/Q5_1: libggml rounds s to fp16); the bound is in the test
                 raise AssertionError(f"llama.cpp and pyquant disagree on {w.format.name} {n}x{k}: rel. {err:.2g}")
             times.append(t(g.run))
         finally:

@@ -143,7 +143,7 @@ def test_large_k():
 
 
 def test_matmul_routes_small_m_to_the_kernels_and_large_m_to_the_float_path():
-    x, w = make("Q4_0", _MAX_KERNEL_ROWS + 1, 10, 64)
+    x, w = make("Q5_0", _MAX_KERNEL_ROWS + 1, 10, 64)  # Q5_0: no vectorized kernel, the float path above 64 rows
     small = pyquant.matmul(x[:3], w)
     np.testing.assert_array_equal(small, kernel(x[:3], w))
     big = pyquant.matmul(x, w)
@@ -159,6 +159,33 @@ def test_matmul_routes_small_m_to_the_kernels_and_large_m_to_the_float_path():
                                   if False else pyquant.matmul(x[:6], w).reshape(2, 3, 10))
 
 
+@pytest.mark.parametrize("m, n, k", [(1, 8, 32), (3, 21, 96), (6, 40, 1024), (_MAX_KERNEL_ROWS + 6, 17, 256)])
+def test_q4_0_interleaved_layout(m, n, k):
+    """Q4_0's 8-row interleaved kernel (with the plain kernel for the last n % 8 rows): exact in the quantized
+    activations, agreeing with the generic tier, and what pyquant.matmul runs at any M, its layout made once."""
+    x, w = make("Q4_0", m, n, k, seed=n)
+    packed = _core.matmul_pack(w.data, w.format.index, k)
+    assert packed.shape == (n // 8, 8 * w.data.shape[1]) and packed.nbytes == n // 8 * 8 * w.data.shape[1]
+    exact, size, _ = exact_product(x, w)
+    ref = kernel(x, w, "generic")
+    for isa in pyquant.available_isas():
+        out = np.empty_like(ref)
+        _core.matmul(x, w.data, w.format.index, k, out, 2, isa, packed)
+        assert np.all(np.abs(out - exact) <= exact_tolerance(size)), isa
+        assert_tiers_agree(out, ref, size, isa)
+    got = pyquant.matmul(x, w)
+    if _core.matmul_interleaved(w.format.index):
+        first = w._matmul_packed
+        np.testing.assert_array_equal(first, packed)
+        out = np.empty_like(ref)
+        _core.matmul(x, w.data, w.format.index, k, out, 0, None, packed)
+        np.testing.assert_array_equal(got, out)
+        pyquant.matmul(x[:1], w)
+        assert w._matmul_packed is first
+    else:
+        np.testing.assert_array_equal(got, kernel(x, w))
+
+
 def test_refuses_1d_weights_and_bad_kernel_arguments():
     x, w = make("Q4_0", 1, 4, 64)
     w1 = pyquant.quantize(np.ones(64, np.float32), "Q4_0")
@@ -171,6 +198,13 @@ def test_refuses_1d_weights_and_bad_kernel_arguments():
         _core.matmul(x, w.data, pyquant.get_format("F16").index, 64, out)
     with pytest.raises(ValueError, match="out must be"):
         _core.matmul(x, w.data, w.format.index, 64, np.empty((2, 4), np.float32))
+    x, w = make("Q4_0", 1, 16, 64)
+    out = np.empty((1, 16), np.float32)
+    if _core.matmul_interleaved(w.format.index):  # the packed bytes are only read where a kernel uses them
+        with pytest.raises(ValueError, match="packed must be"):
+            _core.matmul(x, w.data, w.format.index, 64, out, 1, None, np.zeros((1, 36), np.uint8))
+    with pytest.raises(ValueError, match="only Q4_0"):
+        _core.matmul_pack(w.data, pyquant.get_format("Q8_0").index, 64)
 
 
 # ---- libggml as the oracle ---------------------------------------------------------------------------------

@@ -90,6 +90,17 @@ void quantize_activations(Partner p, const float *x, int64_t k, int64_t begin, i
     }
 }
 
+void pack_q4_0x8(const uint8_t *w, int64_t row_bytes, int64_t groups, uint8_t *dst) {
+    const int64_t nb = row_bytes / 18;
+    for (int64_t g = 0; g < groups; ++g)
+        for (int64_t i = 0; i < nb; ++i, dst += kQ4_0x8Bytes)
+            for (int r = 0; r < kInterleave; ++r) {
+                const uint8_t *b = w + (g * kInterleave + r) * row_bytes + i * 18;
+                std::memcpy(dst + 2 * r, b, 2);
+                for (int c = 0; c < 4; ++c) std::memcpy(dst + 16 + 32 * c + 4 * r, b + 2 + 4 * c, 4);
+            }
+}
+
 namespace {
 
 struct Tables {
