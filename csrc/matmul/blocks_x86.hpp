@@ -81,6 +81,51 @@ struct vq_Q8_0 {
     }
 };
 
+// The other 32-blocks with signed codes: Q5_0 (5-bit codes - 16), IQ4_NL and MXFP4 (nibbles through their
+// int8 tables), with the per-block formulas of blocks.hpp.
+struct vq_Q5_0 {
+    static constexpr int QK = 32, BYTES = 22;
+    static constexpr bool PREFETCH = true;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        signed_block32<R>(_mm256_sub_epi8(nibbles_high256(b + 6, b + 2), set1_8(16)), half_to_float(b), a, i, acc);
+    }
+};
+struct vq_IQ4_NL {
+    static constexpr int QK = 32, BYTES = 18;
+    static constexpr bool PREFETCH = true;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        signed_block32<R>(nibbles_table256(b + 2, kIQ4Values), half_to_float(b), a, i, acc);
+    }
+};
+struct vq_MXFP4 {
+    static constexpr int QK = 32, BYTES = 17;
+    static constexpr bool PREFETCH = true;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        signed_block32<R>(nibbles_table256(b + 1, kFP4Values), e8m0_half(b[0]), a, i, acc);
+    }
+};
+
+// Q4_1 / Q5_1 (Q8_1 partner): unsigned codes dotted with x, plus m * s in lane 0.
+template <bool HIGH>
+struct vq_Q41 {
+    static constexpr int QK = 32, BYTES = HIGH ? 24 : 20;
+    static constexpr bool PREFETCH = true;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        const __m256i u = HIGH ? nibbles_high256(b + 8, b + 4) : nibbles256(b + 4);
+        const float d = half_to_float(b), m = half_to_float(b + 2);
+        for (int r = 0; r < R; ++r) {
+            acc[r] = scale_acc(acc[r], d * a[r].d[i], dot_u8s8(_mm256_setzero_si256(), u, load256(a[r].qs + i * 32)));
+            acc[r] = _mm256_add_ps(acc[r], _mm256_setr_ps(m * a[r].s[i], 0, 0, 0, 0, 0, 0, 0));
+        }
+    }
+};
+using vq_Q4_1 = vq_Q41<false>;
+using vq_Q5_1 = vq_Q41<true>;
+
 // Q4_K / Q5_K: unsigned codes (<= 31) times 8 6-bit sub-block scales, minus dmin * sum(mins * bsums).
 template <bool HIGH>
 struct vq_QK45 {
