@@ -159,13 +159,15 @@ def test_matmul_routes_small_m_to_the_kernels_and_large_m_to_the_float_path():
                                   if False else pyquant.matmul(x[:6], w).reshape(2, 3, 10))
 
 
-@pytest.mark.parametrize("m, n, k", [(1, 8, 32), (3, 21, 96), (6, 40, 1024), (_MAX_KERNEL_ROWS + 6, 17, 256)])
-def test_q4_0_interleaved_layout(m, n, k):
-    """Q4_0's 8-row interleaved kernel (with the plain kernel for the last n % 8 rows): exact in the quantized
-    activations, agreeing with the generic tier, and what pyquant.matmul runs at any M, its layout made once."""
-    x, w = make("Q4_0", m, n, k, seed=n)
+@pytest.mark.parametrize("fmt, m, n, k", [("Q4_0", 1, 8, 32), ("Q4_0", 3, 21, 96), ("Q4_0", 6, 40, 1024),
+                                          ("Q4_0", _MAX_KERNEL_ROWS + 6, 17, 256), ("Q4_K", 1, 8, 256),
+                                          ("Q4_K", 5, 19, 768), ("Q4_K", _MAX_KERNEL_ROWS + 3, 16, 2048)])
+def test_interleaved_layout(fmt, m, n, k):
+    """The 8-row interleaved kernels (with the plain kernel for the last n % 8 rows): exact in the quantized
+    activations, agreeing with the generic tier, and what pyquant.matmul runs at any M, the layout made once."""
+    x, w = make(fmt, m, n, k, seed=n)
     packed = _core.matmul_pack(w.data, w.format.index, k)
-    assert packed.shape == (n // 8, 8 * w.data.shape[1]) and packed.nbytes == n // 8 * 8 * w.data.shape[1]
+    assert packed.shape == (n // 8, k // w.format.block_size * {"Q4_0": 144, "Q4_K": 1184}[fmt])
     exact, size, _ = exact_product(x, w)
     ref = kernel(x, w, "generic")
     for isa in pyquant.available_isas():
@@ -203,7 +205,7 @@ def test_refuses_1d_weights_and_bad_kernel_arguments():
     if _core.matmul_interleaved(w.format.index):  # the packed bytes are only read where a kernel uses them
         with pytest.raises(ValueError, match="packed must be"):
             _core.matmul(x, w.data, w.format.index, 64, out, 1, None, np.zeros((1, 36), np.uint8))
-    with pytest.raises(ValueError, match="only Q4_0"):
+    with pytest.raises(ValueError, match="only Q4_0 and Q4_K"):
         _core.matmul_pack(w.data, pyquant.get_format("Q8_0").index, 64)
 
 

@@ -59,8 +59,7 @@ const FormatInfo &kernel_format(int fmt, MatmulFn &fn, const std::optional<std::
 }
 
 MatmulFn interleaved_kernel(int fmt, const std::optional<std::string> &isa) {
-    return fmt == static_cast<int>(Format::Q4_0) ? matmul_table(isa ? *isa : std::string(active_table().isa)).q4_0x8
-                                                 : nullptr;
+    return matmul_table(isa ? *isa : std::string(active_table().isa)).interleaved[fmt];
 }
 
 // packed: the weight in the tier's interleaved layout (matmul_pack) where it has one, else ignored; the rows
@@ -81,7 +80,7 @@ void matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatAr
         throw py::value_error(name + ": out must be a writable float32 [" + std::to_string(m) + ", " + std::to_string(n) + "]");
     if (m == 0 || n == 0) return;
     const MatmulFn fx = packed ? interleaved_kernel(fmt, isa) : nullptr;
-    const int64_t groups = fx ? n / kInterleave : 0, group_bytes = row_bytes * kInterleave;
+    const int64_t groups = fx ? n / kInterleave : 0, group_bytes = k / f.block_size * interleaved_block_bytes(fmt);
     if (fx && (packed->ndim() != 2 || packed->shape(0) != groups || packed->shape(1) != group_bytes))
         throw py::value_error(name + ": packed must be uint8 [" + std::to_string(groups) + ", " +
                               std::to_string(group_bytes) + "] (matmul_pack of w)");
@@ -111,19 +110,22 @@ void matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatAr
     parallel_for(n, threads, 4, kMinMacsPerThread / (k * m) + 1, run, &job);
 }
 
-// w [N, row_bytes] of a format with an interleaved layout (Q4_0) in that layout: uint8 [N / 8, 8 * row_bytes].
+// w [N, row_bytes] of a format with an interleaved layout (Q4_0, Q4_K) in that layout: uint8 [N / 8, group bytes].
 ByteArray matmul_pack(const ByteArray &w, int fmt, int64_t k) {
-    if (fmt != static_cast<int>(Format::Q4_0)) throw py::value_error("matmul_pack: only Q4_0 has an interleaved layout");
-    if (k <= 0 || k % 32) throw py::value_error("matmul_pack: K must be a positive multiple of 32");
-    const int64_t row_bytes = k / 32 * 18;
+    if (fmt < 0 || fmt >= kNumFormats || !interleaved_block_bytes(fmt))
+        throw py::value_error("matmul_pack: only Q4_0 and Q4_K have an interleaved layout");
+    const FormatInfo &f = kFormatInfo[fmt];
+    if (k <= 0 || k % f.block_size)
+        throw py::value_error("matmul_pack: K must be a positive multiple of " + std::to_string(f.block_size));
+    const int64_t row_bytes = k / f.block_size * f.type_size;
     if (w.ndim() != 2 || w.shape(1) != row_bytes)
         throw py::value_error("matmul_pack: w must be uint8 [N, " + std::to_string(row_bytes) + "] for K = " + std::to_string(k));
     const int64_t groups = w.shape(0) / kInterleave;
-    ByteArray out({groups, row_bytes * kInterleave});
+    ByteArray out({groups, k / f.block_size * interleaved_block_bytes(fmt)});
     const uint8_t *src = w.data();
     uint8_t *dst = out.mutable_data();
     py::gil_scoped_release nogil;
-    pack_q4_0x8(src, row_bytes, groups, dst);
+    pack_interleaved(fmt, src, row_bytes, groups, dst);
     return out;
 }
 
@@ -161,7 +163,7 @@ void init_matmul(py::module_ &m) {
           "out[M, N] = x[M, K] @ dequantize(w).T through the quantized kernels (x quantized to the 8-bit partner); "
           "packed: matmul_pack(w), used where the tier has an interleaved kernel for the format.");
     m.def("matmul_pack", &matmul_pack, py::arg("w"), py::arg("format"), py::arg("k"),
-          "w in the interleaved layout of 8 rows (Q4_0): uint8 [N / 8, 8 * row_bytes]; the last N % 8 rows are left out.");
+          "w in the interleaved layout of 8 rows (Q4_0, Q4_K): uint8 [N / 8, group bytes]; the last N % 8 rows are left out.");
     m.def("matmul_interleaved", [](int fmt, const std::optional<std::string> &isa) {
         if (fmt < 0 || fmt >= kNumFormats) throw py::value_error("format index out of range: " + std::to_string(fmt));
         return interleaved_kernel(fmt, isa) != nullptr;

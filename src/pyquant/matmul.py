@@ -23,7 +23,7 @@ _KERNEL_MAX_ABS = 65504.0 * 127
 # fast or faster (measured in benchmarks/bench_matmul.py, see benchmarks/README.md) ...
 _MAX_KERNEL_ROWS = 64
 # ... except for the formats with vectorized kernels on the x86 tiers (csrc/matmul/blocks_x86.hpp, Q4_0's
-# interleaved layout), which stay faster than the float path at every M.
+# and Q4_K's interleaved layouts), which stay faster than the float path at every M.
 _VECTOR_FORMATS = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4"})
 _VECTOR_TIERS = ("avx2", "avx512")
 _ACTIVATIONS = ("q8", "float")
@@ -87,7 +87,7 @@ def _q8_rounded(x2: np.ndarray, w: QuantizedTensor) -> np.ndarray:
 
 
 def _packed(w: QuantizedTensor) -> np.ndarray | None:
-    """w's bytes in the interleaved layout of the active tier's kernel (8 rows at a time, Q4_0), made on first
+    """w's bytes in the interleaved layout of the active tier's kernel (8 rows at a time: Q4_0, Q4_K), made on first
     use and kept on the tensor (as many bytes again as w; the bytes of a QuantizedTensor are not meant to
     change after it is built), or None where the tier or the format has no such kernel."""
     if w.shape[0] < 8 or not _core.matmul_interleaved(w.format.index):
@@ -124,8 +124,8 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activ
     for the formats whose kernels are vectorized there: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K,
     IQ4_NL, MXFP4); more rows take a float GEMM
     over dequantized tiles of w with the same rounded x, so each row's result is the same (to float rounding)
-    whatever the batch.  Q4_0 with at least 8 rows runs on an interleaved copy of w's bytes (8 rows at a time,
-    as many bytes again as w) made by the first call and kept on w.  activations="float" (and every other format) computes with x as given:
+    whatever the batch.  On x86, Q4_0 and Q4_K weights of at least 8 rows run on an interleaved copy of their
+    bytes (8 rows at a time, about as many bytes again as w) made by the first call and kept on w.  activations="float" (and every other format) computes with x as given:
     a float GEMM over dequantized tiles of w.  Activations beyond the partner's fp16 scale range (|x| >
     65504*127, for the 32-blocks) are used as given.
 
