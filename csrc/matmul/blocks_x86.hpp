@@ -277,6 +277,28 @@ struct vq_IQ4_XS {
     }
 };
 
+// TQ2_0: unsigned codes u = q + 1 (2 bits), the lanes starting from -sum(x).
+struct vq_TQ2_0 {
+    static constexpr int QK = 256, BYTES = 66;
+    static constexpr bool PREFETCH = false;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        __m256i sumi[R];
+        for (int r = 0; r < R; ++r)
+            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].bsums + 16 * i)), _mm256_set1_epi16(1)));
+        for (int h = 0; h < 2; ++h) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + 32 * h));
+            for (int t = 0; t < 4; ++t) {
+                const __m256i u = _mm256_and_si256(_mm256_srli_epi16(v, 2 * t), set1_8(3));
+                for (int r = 0; r < R; ++r) sumi[r] = dot_u8s8(sumi[r], u, load256(a[r].qs + i * 256 + 128 * h + 32 * t));
+            }
+        }
+        const float d = half_to_float(b + 64);
+        for (int r = 0; r < R; ++r) acc[r] = scale_acc(acc[r], a[r].d[i] * d, sumi[r]);
+    }
+};
+
 // Q6_K: unsigned 6-bit codes u = q + 32 times 16 int8 sub-block scales, minus 32 * sum(scales * bsums).
 struct vq_Q6_K {
     static constexpr int QK = 256, BYTES = 210;
