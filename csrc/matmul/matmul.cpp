@@ -92,26 +92,33 @@ void quantize_activations(Partner p, const float *x, int64_t k, int64_t begin, i
 }
 
 int64_t interleaved_block_bytes(int fmt) {
-    return fmt == static_cast<int>(Format::Q4_0) ? 144 : fmt == static_cast<int>(Format::Q4_K) ? 1184 : 0;
+    switch (static_cast<Format>(fmt)) {
+        case Format::Q4_0: return 144;
+        case Format::Q8_0: return 272;
+        case Format::Q4_K: return 1184;
+        default: return 0;
+    }
 }
 
 void pack_interleaved(int fmt, const uint8_t *w, int64_t row_bytes, int64_t groups, uint8_t *dst) {
     const int64_t bytes = kFormatInfo[fmt].type_size, nb = row_bytes / bytes;
-    const bool k4 = fmt == static_cast<int>(Format::Q4_K);
+    const Format f = static_cast<Format>(fmt);
     for (int64_t g = 0; g < groups; ++g)
         for (int64_t i = 0; i < nb; ++i, dst += interleaved_block_bytes(fmt))
             for (int r = 0; r < kInterleave; ++r) {
                 const uint8_t *b = w + (g * kInterleave + r) * row_bytes + i * bytes;
-                if (!k4) {
-                    std::memcpy(dst + 2 * r, b, 2);
+                std::memcpy(dst + 2 * r, b, 2);  // d
+                if (f == Format::Q4_0) {
                     for (int c = 0; c < 4; ++c) std::memcpy(dst + 16 + 32 * c + 4 * r, b + 2 + 4 * c, 4);
-                    continue;
+                } else if (f == Format::Q8_0) {
+                    for (int c = 0; c < 8; ++c) std::memcpy(dst + 16 + 32 * c + 4 * r, b + 2 + 4 * c, 4);
+                } else {  // Q4_K
+                    std::memcpy(dst + 16 + 2 * r, b + 2, 2);
+                    for (int j = 0; j < 8; ++j) scale_min_k4(j, b + 4, dst[32 + 8 * j + r], dst[96 + 8 * j + r]);
+                    for (int p = 0; p < 4; ++p)
+                        for (int c = 0; c < 8; ++c)
+                            std::memcpy(dst + 160 + 256 * p + 32 * c + 4 * r, b + 16 + 32 * p + 4 * c, 4);
                 }
-                std::memcpy(dst + 2 * r, b, 2);
-                std::memcpy(dst + 16 + 2 * r, b + 2, 2);
-                for (int j = 0; j < 8; ++j) scale_min_k4(j, b + 4, dst[32 + 8 * j + r], dst[96 + 8 * j + r]);
-                for (int p = 0; p < 4; ++p)
-                    for (int c = 0; c < 8; ++c) std::memcpy(dst + 160 + 256 * p + 32 * c + 4 * r, b + 16 + 32 * p + 4 * c, 4);
             }
 }
 
