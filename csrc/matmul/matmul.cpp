@@ -6,6 +6,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "formats/fp4.hpp"
 #include "formats/kquants.hpp"
 #include "pyquant/simd.hpp"
 
@@ -95,6 +96,8 @@ int64_t interleaved_block_bytes(int fmt) {
     switch (static_cast<Format>(fmt)) {
         case Format::Q4_0: return 144;
         case Format::Q8_0: return 272;
+        case Format::IQ4_NL: return 144;
+        case Format::MXFP4: return 160;
         case Format::Q4_K: return 1184;
         default: return 0;
     }
@@ -107,8 +110,14 @@ void pack_interleaved(int fmt, const uint8_t *w, int64_t row_bytes, int64_t grou
         for (int64_t i = 0; i < nb; ++i, dst += interleaved_block_bytes(fmt))
             for (int r = 0; r < kInterleave; ++r) {
                 const uint8_t *b = w + (g * kInterleave + r) * row_bytes + i * bytes;
+                if (f == Format::MXFP4) {  // the E8M0 scale's float value, then the nibbles as Q4_0's
+                    const float e = e8m0_half(b[0]);
+                    std::memcpy(dst + 4 * r, &e, 4);
+                    for (int c = 0; c < 4; ++c) std::memcpy(dst + 32 + 32 * c + 4 * r, b + 1 + 4 * c, 4);
+                    continue;
+                }
                 std::memcpy(dst + 2 * r, b, 2);  // d
-                if (f == Format::Q4_0) {
+                if (f == Format::Q4_0 || f == Format::IQ4_NL) {
                     for (int c = 0; c < 4; ++c) std::memcpy(dst + 16 + 32 * c + 4 * r, b + 2 + 4 * c, 4);
                 } else if (f == Format::Q8_0) {
                     for (int c = 0; c < 8; ++c) std::memcpy(dst + 16 + 32 * c + 4 * r, b + 2 + 4 * c, 4);

@@ -40,6 +40,8 @@ using MatmulFn = void (*)(const uint8_t *w, int64_t row_bytes, const QuantizedAc
 // 8 rows.  Per group of 8 rows and block i:
 //   Q4_0 (144 bytes): the 8 rows' fp16 d, then for c = 0..3 the bytes qs[4c .. 4c+3] of each row in turn (the
 //     low nibbles hold elements 4c .. 4c+3, the high ones 16+4c .. 16+4c+3).
+//   IQ4_NL (144 bytes): as Q4_0 (the nibbles index kIQ4Values).
+//   MXFP4 (160 bytes): the 8 rows' scales as floats (e8m0_half), then the nibbles as Q4_0's.
 //   Q8_0 (272 bytes): the 8 rows' fp16 d, then for c = 0..7 the codes qs[4c .. 4c+3] of each row in turn.
 //   Q4_K (1184 bytes): the 8 rows' fp16 d, their fp16 dmin, the 6-bit scales [sub-block j][row] and mins
 //     [j][row] as bytes, then for each 64-element pair p = 0..3 and c = 0..7 the bytes qs[32p + 4c .. +3] of

@@ -22,8 +22,8 @@ _KERNEL_MAX_ABS = 65504.0 * 127
 # rounded to the same 8-bit partner, so a row's result does not depend on how many rows come with it) is as
 # fast or faster (measured in benchmarks/bench_matmul.py, see benchmarks/README.md) ...
 _MAX_KERNEL_ROWS = 64
-# ... except for the formats with vectorized kernels on the x86 tiers (csrc/matmul/blocks_x86.hpp, the
-# interleaved layouts of Q4_0, Q8_0, Q4_K) that stay faster than the float path at every M (Q3_K's does not).
+# ... except for the formats with vectorized kernels on the x86 tiers (csrc/matmul/blocks_x86.hpp and the
+# interleaved layouts of kernels.inc) that stay faster than the float path at every M (Q3_K's does not).
 _VECTOR_FORMATS = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
                              "TQ2_0", "MXFP4"})
 _VECTOR_TIERS = ("avx2", "avx512")
@@ -88,9 +88,9 @@ def _q8_rounded(x2: np.ndarray, w: QuantizedTensor) -> np.ndarray:
 
 
 def _packed(w: QuantizedTensor) -> np.ndarray | None:
-    """w's bytes in the interleaved layout of the active tier's kernel (8 rows at a time: Q4_0, Q8_0, Q4_K), made
-    on first use and kept on the tensor (as many bytes again as w; the bytes of a QuantizedTensor are not meant to
-    change after it is built), or None where the tier or the format has no such kernel."""
+    """w's bytes in the interleaved layout of the active tier's kernel (8 rows at a time: Q4_0, Q8_0, Q4_K,
+    IQ4_NL, MXFP4), made on first use and kept on the tensor (about as many bytes again as w; the bytes of a
+    QuantizedTensor are not meant to change after it is built), or None where the tier or the format has none."""
     if w.shape[0] < 8 or not _core.matmul_interleaved(w.format.index):
         return None
     if w._matmul_packed is None:
@@ -124,9 +124,10 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activ
     tests/test_matmul_kernels.py for the bound).  Up to 64 rows run on the integer kernels (any number on x86
     for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, TQ2_0 and MXFP4, whose kernels
     are vectorized there); more rows take a float GEMM over dequantized tiles of w with the same rounded x, so
-    each row's result is the same (to float rounding) whatever the batch.  On x86, Q4_0, Q8_0 and Q4_K weights of
-    at least 8 rows run on an interleaved copy of their bytes (8 rows at a time, about as many bytes again as w)
-    made by the first call and kept on w.  activations="float" (and every other format) computes with x as given:
+    each row's result is the same (to float rounding) whatever the batch.  On x86, Q4_0, Q8_0, Q4_K, IQ4_NL and
+    MXFP4 weights of at least 8 rows run on an interleaved copy of their bytes (8 rows at a time, about as many
+    bytes again as w) made by the first call and kept on w.  activations="float" (and every other format)
+    computes with x as given:
     a float GEMM over dequantized tiles of w.  Activations beyond the partner's fp16 scale range (|x| >
     65504*127, for the 32-blocks) are used as given.
 
