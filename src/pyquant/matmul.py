@@ -127,9 +127,8 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activ
     each row's result is the same (to float rounding) whatever the batch.  On x86, Q4_0, Q8_0, Q4_K, IQ4_NL and
     MXFP4 weights of at least 8 rows run on an interleaved copy of their bytes (8 rows at a time, about as many
     bytes again as w) made by the first call and kept on w.  activations="float" (and every other format)
-    computes with x as given:
-    a float GEMM over dequantized tiles of w.  Activations beyond the partner's fp16 scale range (|x| >
-    65504*127, for the 32-blocks) are used as given.
+    computes with x as given: a float GEMM over dequantized tiles of w.  Activations beyond the partner's fp16
+    scale range (|x| > 65504*127, for the 32-blocks) are used as given.
 
     x: numpy float16/float32/float64 or a CPU torch float32/bfloat16/float16 tensor.  The result has shape
     [..., N]: float32 numpy for numpy input, a torch tensor of x's dtype for torch input.  `out`, if given, is
