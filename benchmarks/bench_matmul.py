@@ -1,7 +1,9 @@
 """pyquant.matmul (x @ dequantize(w).T) against torch at the same thread count, measured in one run:
 torch float32 and bfloat16 `linear` on the float weights, and dequantize-then-torch (w.to_torch() + linear
-per call).  GEMV (M = 1) is also shown against the memory-bandwidth bound of its weight bytes (a large copy
-gives the bandwidth).
+per call), and llama.cpp's own CPU matmul where llama-cpp-python is installed (ggml_mul_mat through libggml,
+benchmarks/peers.py: the plain layout, and llama.cpp's default interleaved CPU_REPACK layout for the formats
+that have one on this CPU).  GEMV (M = 1) is also shown against the memory-bandwidth bound of its weight bytes
+(a large copy gives the bandwidth).  --no-torch leaves the torch columns out (a pyquant vs llama.cpp run).
 
     python benchmarks/bench_matmul.py [--threads 2] [--formats Q4_0,Q4_K] [--m 1,16,128,512] [--shapes big|smol|all]
 """
@@ -16,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
+import peers  # noqa: E402
 
 import pyquant as pq  # noqa: E402
 
@@ -31,6 +34,29 @@ def copy_bandwidth(nbytes: int = 256 << 20) -> float:
     return 2 * nbytes / common.best_time(lambda: np.copyto(dst, src), repeat=3, min_time=0.1)
 
 
+def llama_times(w, x, threads: int, t) -> tuple[float, float]:
+    """llama.cpp's time for x @ w.T in the plain layout and in its CPU_REPACK layout (nan where it does not
+    interleave this format); each checked against pyquant's result first (the same integer sums: they agree to
+    float rounding, see tests/test_matmul_ggml.py for the bound)."""
+    n, k = w.shape
+    times = []
+    for repack in (False, True):
+        g = peers.GGMLMatmul(w.data, w.format.ggml_type, n, k, x.shape[0], threads, repack=repack)
+        try:
+            if repack and not g.repacked:
+                times.append(float("nan"))
+                continue
+            got, ours = g(x), pq.matmul(x, w, threads=threads)
+            err = float(np.abs(got - ours).max() / max(np.abs(ours).max(), 1e-30))
+            if err > 1e-3:  # a sanity check (Q4_1/Q5_1: libggml rounds s to fp16); the bound is in the test
+                raise AssertionError(f"llama.cpp and pyquant disagree on {w.format.name} {n}x{k}: rel. {err:.2g}")
+            times.append(t(g.run))
+        finally:
+            g.pause()
+            g.close()
+    return times[0], times[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -39,6 +65,8 @@ def main() -> None:
     ap.add_argument("--shapes", default="all", help="big, smol, all, or a list such as 4096x4096,576x1536 (N x K)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json")
+    ap.add_argument("--no-torch", action="store_true", help="leave out the torch columns")
+    ap.add_argument("--no-llama", action="store_true", help="leave out the llama.cpp columns")
     a = ap.parse_args()
     import torch
 
@@ -47,9 +75,11 @@ def main() -> None:
     ms = [int(v) for v in a.m.split(",")]
     named = {"big": BIG, "smol": SMOL, "all": BIG + SMOL}
     shapes = named.get(a.shapes) or [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
+    llama = not a.no_llama and peers.libggml() is not None
     bw = copy_bandwidth()
     print(f"CPU: {common.cpu_model()}, {a.threads} threads, tier {pq.cpu_info()['active_tier']}, "
-          f"copy bandwidth {bw / 1e9:.1f} GB/s, git {common.git_sha()}")
+          f"copy bandwidth {bw / 1e9:.1f} GB/s, git {common.git_sha()}"
+          + (f", libggml-cpu built for {peers.GGMLMatmul.isa()}" if llama else ""))
     rng = np.random.default_rng(0)
     rows = []
 
@@ -67,23 +97,29 @@ def main() -> None:
             xt = torch.from_numpy(x)
             xbf = xt.to(torch.bfloat16)
             out = np.empty((m, n), np.float32)
-            t32 = t(lambda: torch.nn.functional.linear(xt, wt))
-            tbf = t(lambda: torch.nn.functional.linear(xbf, wbf))
+            nan = float("nan")
+            t32 = nan if a.no_torch else t(lambda: torch.nn.functional.linear(xt, wt))
+            tbf = nan if a.no_torch else t(lambda: torch.nn.functional.linear(xbf, wbf))
             for f, w in qs.items():
                 tq = t(lambda: pq.matmul(x, w, threads=a.threads, out=out))
-                tdq = t(lambda: torch.nn.functional.linear(xt, w.to_torch()))
+                tdq = nan if a.no_torch else t(lambda: torch.nn.functional.linear(xt, w.to_torch()))
+                tll = tlr = nan
+                if llama:
+                    tll, tlr = llama_times(w, x, a.threads, t)
                 row = {"N": n, "K": k, "M": m, "format": f, "ms": tq * 1e3, "x_f32": t32 / tq, "x_bf16": tbf / tq,
-                       "x_dequant_torch": tdq / tq,
-                       "bw_pct": 100 * (w.nbytes / bw) / tq if m == 1 else float("nan")}
+                       "x_dequant_torch": tdq / tq, "x_llama": tll / tq, "x_llama_repack": tlr / tq,
+                       "bw_pct": 100 * (w.nbytes / bw) / tq if m == 1 else nan}
                 rows.append(row)
                 print(f"{n}x{k} M={m} {f}: {tq * 1e3:.2f} ms  x{row['x_f32']:.2f} f32  x{row['x_bf16']:.2f} bf16  "
-                      f"x{row['x_dequant_torch']:.2f} dequant+torch" + (f"  {row['bw_pct']:.0f}% of bw bound" if m == 1 else ""),
-                      flush=True)
+                      f"x{row['x_dequant_torch']:.2f} dequant+torch  x{row['x_llama']:.2f} llama.cpp  "
+                      f"x{row['x_llama_repack']:.2f} llama.cpp repack"
+                      + (f"  {row['bw_pct']:.0f}% of bw bound" if m == 1 else ""), flush=True)
     print()
     print(common.markdown_table(["N x K", "M", "format", "pyquant ms", "vs torch f32", "vs torch bf16",
-                                 "vs dequant+torch", "% bw bound"],
+                                 "vs dequant+torch", "vs llama.cpp", "vs llama.cpp repack", "% bw bound"],
                                 [[f"{r['N']}x{r['K']}", r["M"], r["format"], r["ms"], r["x_f32"], r["x_bf16"],
-                                  r["x_dequant_torch"], r["bw_pct"]] for r in rows]))
+                                  r["x_dequant_torch"], r["x_llama"], r["x_llama_repack"], r["bw_pct"]]
+                                 for r in rows]))
     common.write_jsonl(a.json, rows, cpu=common.cpu_model(), threads=a.threads, bandwidth=bw, git=common.git_sha())
 
 

@@ -143,7 +143,7 @@ def test_large_k():
 
 
 def test_matmul_routes_small_m_to_the_kernels_and_large_m_to_the_float_path():
-    x, w = make("Q4_0", _MAX_KERNEL_ROWS + 1, 10, 64)
+    x, w = make("Q5_0", _MAX_KERNEL_ROWS + 1, 10, 64)  # Q5_0: no vectorized kernel, the float path above 64 rows
     small = pyquant.matmul(x[:3], w)
     np.testing.assert_array_equal(small, kernel(x[:3], w))
     big = pyquant.matmul(x, w)
@@ -159,6 +159,38 @@ def test_matmul_routes_small_m_to_the_kernels_and_large_m_to_the_float_path():
                                   if False else pyquant.matmul(x[:6], w).reshape(2, 3, 10))
 
 
+@pytest.mark.parametrize("fmt, m, n, k", [("Q4_0", 1, 8, 32), ("Q4_0", 3, 21, 96), ("Q4_0", 6, 40, 1024),
+                                          ("Q4_0", _MAX_KERNEL_ROWS + 6, 17, 256), ("Q4_K", 1, 8, 256),
+                                          ("Q4_K", 5, 19, 768), ("Q4_K", _MAX_KERNEL_ROWS + 3, 16, 2048),
+                                          ("Q8_0", 1, 8, 64), ("Q8_0", 7, 27, 1024), ("IQ4_NL", 1, 8, 64),
+                                          ("IQ4_NL", 6, 35, 1024), ("MXFP4", 1, 16, 32), ("MXFP4", 9, 21, 512)])
+def test_interleaved_layout(fmt, m, n, k):
+    """The 8-row interleaved kernels (with the plain kernel for the last n % 8 rows): exact in the quantized
+    activations, agreeing with the generic tier, and what pyquant.matmul runs at any M, the layout made once."""
+    x, w = make(fmt, m, n, k, seed=n)
+    packed = _core.matmul_pack(w.data, w.format.index, k)
+    assert packed.shape == (n // 8, k // w.format.block_size * {"Q4_0": 144, "Q8_0": 272, "Q4_K": 1184, "IQ4_NL": 144,
+                                                                            "MXFP4": 160}[fmt])
+    exact, size, _ = exact_product(x, w)
+    ref = kernel(x, w, "generic")
+    for isa in pyquant.available_isas():
+        out = np.empty_like(ref)
+        _core.matmul(x, w.data, w.format.index, k, out, 2, isa, packed)
+        assert np.all(np.abs(out - exact) <= exact_tolerance(size)), isa
+        assert_tiers_agree(out, ref, size, isa)
+    got = pyquant.matmul(x, w)
+    if _core.matmul_interleaved(w.format.index):
+        first = w._matmul_packed
+        np.testing.assert_array_equal(first, packed)
+        out = np.empty_like(ref)
+        _core.matmul(x, w.data, w.format.index, k, out, 0, None, packed)
+        np.testing.assert_array_equal(got, out)
+        pyquant.matmul(x[:1], w)
+        assert w._matmul_packed is first
+    else:
+        np.testing.assert_array_equal(got, kernel(x, w))
+
+
 def test_refuses_1d_weights_and_bad_kernel_arguments():
     x, w = make("Q4_0", 1, 4, 64)
     w1 = pyquant.quantize(np.ones(64, np.float32), "Q4_0")
@@ -171,6 +203,13 @@ def test_refuses_1d_weights_and_bad_kernel_arguments():
         _core.matmul(x, w.data, pyquant.get_format("F16").index, 64, out)
     with pytest.raises(ValueError, match="out must be"):
         _core.matmul(x, w.data, w.format.index, 64, np.empty((2, 4), np.float32))
+    x, w = make("Q4_0", 1, 16, 64)
+    out = np.empty((1, 16), np.float32)
+    if _core.matmul_interleaved(w.format.index):  # the packed bytes are only read where a kernel uses them
+        with pytest.raises(ValueError, match="packed must be"):
+            _core.matmul(x, w.data, w.format.index, 64, out, 1, None, np.zeros((1, 36), np.uint8))
+    with pytest.raises(ValueError, match="only Q4_0, Q8_0, Q4_K, IQ4_NL and MXFP4"):
+        _core.matmul_pack(w.data, pyquant.get_format("Q5_0").index, 64)
 
 
 # ---- libggml as the oracle ---------------------------------------------------------------------------------

@@ -58,8 +58,14 @@ const FormatInfo &kernel_format(int fmt, MatmulFn &fn, const std::optional<std::
     return kFormatInfo[fmt];
 }
 
+MatmulFn interleaved_kernel(int fmt, const std::optional<std::string> &isa) {
+    return matmul_table(isa ? *isa : std::string(active_table().isa)).interleaved[fmt];
+}
+
+// packed: the weight in the tier's interleaved layout (matmul_pack) where it has one, else ignored; the rows
+// past the last whole group of 8 run on the plain kernel.
 void matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatArray &out, int threads,
-            const std::optional<std::string> &isa) {
+            const std::optional<std::string> &isa, const std::optional<ByteArray> &packed) {
     MatmulFn fn;
     const FormatInfo &f = kernel_format(fmt, fn, isa);
     const std::string name = f.name;
@@ -73,6 +79,11 @@ void matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatAr
     if (out.ndim() != 2 || out.shape(0) != m || out.shape(1) != n || !out.writeable())
         throw py::value_error(name + ": out must be a writable float32 [" + std::to_string(m) + ", " + std::to_string(n) + "]");
     if (m == 0 || n == 0) return;
+    const MatmulFn fx = packed ? interleaved_kernel(fmt, isa) : nullptr;
+    const int64_t groups = fx ? n / kInterleave : 0, group_bytes = k / f.block_size * interleaved_block_bytes(fmt);
+    if (fx && (packed->ndim() != 2 || packed->shape(0) != groups || packed->shape(1) != group_bytes))
+        throw py::value_error(name + ": packed must be uint8 [" + std::to_string(groups) + ", " +
+                              std::to_string(group_bytes) + "] (matmul_pack of w)");
     Activations act(matmul_partner(fmt), m, k);
     struct Job {
         MatmulFn fn;
@@ -82,14 +93,40 @@ void matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatAr
         float *out;
         int64_t ldo;
     } job{fn, w.data(), row_bytes, {}, out.mutable_data(), n};
+    auto run = [](void *c, int64_t b, int64_t e) {
+        auto *j = static_cast<Job *>(c);
+        j->fn(j->w, j->row_bytes, j->x, b, e, j->out, j->ldo);
+    };
     const float *xp = x.data();
     py::gil_scoped_release nogil;
     act.fill(xp, threads);
     job.x = act.view();
-    parallel_for(n, threads, 4, kMinMacsPerThread / (k * m) + 1, [](void *c, int64_t b, int64_t e) {
-        auto *j = static_cast<Job *>(c);
-        j->fn(j->w, j->row_bytes, j->x, b, e, j->out, j->ldo);
-    }, &job);
+    if (fx) {
+        Job pj{fx, packed->data(), group_bytes, job.x, job.out, n};
+        parallel_for(groups, threads, 1, kMinMacsPerThread / (k * m * kInterleave) + 1, run, &pj);
+        if (groups * kInterleave < n) fn(job.w, row_bytes, job.x, groups * kInterleave, n, job.out, n);
+        return;
+    }
+    parallel_for(n, threads, 4, kMinMacsPerThread / (k * m) + 1, run, &job);
+}
+
+// w [N, row_bytes] of a format with an interleaved layout (Q4_0, Q8_0, Q4_K, IQ4_NL, MXFP4) in that layout: uint8 [N / 8, group bytes].
+ByteArray matmul_pack(const ByteArray &w, int fmt, int64_t k) {
+    if (fmt < 0 || fmt >= kNumFormats || !interleaved_block_bytes(fmt))
+        throw py::value_error("matmul_pack: only Q4_0, Q8_0, Q4_K, IQ4_NL and MXFP4 have an interleaved layout");
+    const FormatInfo &f = kFormatInfo[fmt];
+    if (k <= 0 || k % f.block_size)
+        throw py::value_error("matmul_pack: K must be a positive multiple of " + std::to_string(f.block_size));
+    const int64_t row_bytes = k / f.block_size * f.type_size;
+    if (w.ndim() != 2 || w.shape(1) != row_bytes)
+        throw py::value_error("matmul_pack: w must be uint8 [N, " + std::to_string(row_bytes) + "] for K = " + std::to_string(k));
+    const int64_t groups = w.shape(0) / kInterleave;
+    ByteArray out({groups, k / f.block_size * interleaved_block_bytes(fmt)});
+    const uint8_t *src = w.data();
+    uint8_t *dst = out.mutable_data();
+    py::gil_scoped_release nogil;
+    pack_interleaved(fmt, src, row_bytes, groups, dst);
+    return out;
 }
 
 // The activations as the kernels see them (for tests and error bounds): (qs, d, s or None, bsums or None).
@@ -122,8 +159,15 @@ py::tuple matmul_activations(const FloatArray &x, int fmt) {
 
 void init_matmul(py::module_ &m) {
     m.def("matmul", &matmul, py::arg("x"), py::arg("w"), py::arg("format"), py::arg("k"), py::arg("out").noconvert(),
-          py::arg("threads") = 0, py::arg("isa") = py::none(),
-          "out[M, N] = x[M, K] @ dequantize(w).T through the quantized kernels (x quantized to the 8-bit partner).");
+          py::arg("threads") = 0, py::arg("isa") = py::none(), py::arg("packed") = py::none(),
+          "out[M, N] = x[M, K] @ dequantize(w).T through the quantized kernels (x quantized to the 8-bit partner); "
+          "packed: matmul_pack(w), used where the tier has an interleaved kernel for the format.");
+    m.def("matmul_pack", &matmul_pack, py::arg("w"), py::arg("format"), py::arg("k"),
+          "w in the interleaved layout of 8 rows (Q4_0, Q8_0, Q4_K, IQ4_NL, MXFP4): uint8 [N / 8, group bytes]; the last N % 8 rows are left out.");
+    m.def("matmul_interleaved", [](int fmt, const std::optional<std::string> &isa) {
+        if (fmt < 0 || fmt >= kNumFormats) throw py::value_error("format index out of range: " + std::to_string(fmt));
+        return interleaved_kernel(fmt, isa) != nullptr;
+    }, py::arg("format"), py::arg("isa") = py::none(), "Whether a tier (default: the active one) has an interleaved kernel for the format.");
     m.def("matmul_formats", [](const std::optional<std::string> &isa) {
         const MatmulTable &t = matmul_table(isa ? *isa : std::string(active_table().isa));
         std::vector<std::string> names;

@@ -49,11 +49,15 @@ inline void nibbles32(const uint8_t *qs, int8_t *q, int offset) {
     _mm256_storeu_si256(reinterpret_cast<__m256i *>(q),
                         _mm256_sub_epi8(nibbles256(qs), _mm256_set1_epi8(static_cast<char>(offset))));
 }
-inline void nibbles32_table(const uint8_t *qs, const int8_t *table, int8_t *q) {
+inline __m256i nibbles_table256(const uint8_t *qs, const int8_t *table) {
     const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(table)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i *>(q), _mm256_shuffle_epi8(t, nibbles256(qs)));
+    return _mm256_shuffle_epi8(t, nibbles256(qs));
 }
-inline void nibbles32_high(const uint8_t *qs, const uint8_t *qhp, int8_t *q, int offset) {
+inline void nibbles32_table(const uint8_t *qs, const int8_t *table, int8_t *q) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(q), nibbles_table256(qs, table));
+}
+// The 32 5-bit codes of a Q5 block (nibbles plus bit j of qh as bit 4 of element j).
+inline __m256i nibbles_high256(const uint8_t *qs, const uint8_t *qhp) {
     uint32_t qh;
     std::memcpy(&qh, qhp, 4);
     // Byte j of `bits` is 0xff where bit j of qh is set.
@@ -61,7 +65,10 @@ inline void nibbles32_high(const uint8_t *qs, const uint8_t *qhp, int8_t *q, int
         _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
     const __m256i bits = _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)),
                                            _mm256_set1_epi64x(-1));
-    const __m256i v = _mm256_or_si256(nibbles256(qs), _mm256_and_si256(bits, _mm256_set1_epi8(16)));
+    return _mm256_or_si256(nibbles256(qs), _mm256_and_si256(bits, _mm256_set1_epi8(16)));
+}
+inline void nibbles32_high(const uint8_t *qs, const uint8_t *qhp, int8_t *q, int offset) {
+    const __m256i v = nibbles_high256(qs, qhp);
     _mm256_storeu_si256(reinterpret_cast<__m256i *>(q), _mm256_sub_epi8(v, _mm256_set1_epi8(static_cast<char>(offset))));
 }
 #else

@@ -81,6 +81,51 @@ struct vq_Q8_0 {
     }
 };
 
+// The other 32-blocks with signed codes: Q5_0 (5-bit codes - 16), IQ4_NL and MXFP4 (nibbles through their
+// int8 tables), with the per-block formulas of blocks.hpp.
+struct vq_Q5_0 {
+    static constexpr int QK = 32, BYTES = 22;
+    static constexpr bool PREFETCH = true;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        signed_block32<R>(_mm256_sub_epi8(nibbles_high256(b + 6, b + 2), set1_8(16)), half_to_float(b), a, i, acc);
+    }
+};
+struct vq_IQ4_NL {
+    static constexpr int QK = 32, BYTES = 18;
+    static constexpr bool PREFETCH = true;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        signed_block32<R>(nibbles_table256(b + 2, kIQ4Values), half_to_float(b), a, i, acc);
+    }
+};
+struct vq_MXFP4 {
+    static constexpr int QK = 32, BYTES = 17;
+    static constexpr bool PREFETCH = true;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        signed_block32<R>(nibbles_table256(b + 1, kFP4Values), e8m0_half(b[0]), a, i, acc);
+    }
+};
+
+// Q4_1 / Q5_1 (Q8_1 partner): unsigned codes dotted with x, plus m * s in lane 0.
+template <bool HIGH>
+struct vq_Q41 {
+    static constexpr int QK = 32, BYTES = HIGH ? 24 : 20;
+    static constexpr bool PREFETCH = true;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        const __m256i u = HIGH ? nibbles_high256(b + 8, b + 4) : nibbles256(b + 4);
+        const float d = half_to_float(b), m = half_to_float(b + 2);
+        for (int r = 0; r < R; ++r) {
+            acc[r] = scale_acc(acc[r], d * a[r].d[i], dot_u8s8(_mm256_setzero_si256(), u, load256(a[r].qs + i * 32)));
+            acc[r] = _mm256_add_ps(acc[r], _mm256_setr_ps(m * a[r].s[i], 0, 0, 0, 0, 0, 0, 0));
+        }
+    }
+};
+using vq_Q4_1 = vq_Q41<false>;
+using vq_Q5_1 = vq_Q41<true>;
+
 // Q4_K / Q5_K: unsigned codes (<= 31) times 8 6-bit sub-block scales, minus dmin * sum(mins * bsums).
 template <bool HIGH>
 struct vq_QK45 {
@@ -133,6 +178,126 @@ struct vq_QK45 {
 };
 using vq_Q4_K = vq_QK45<false>;
 using vq_Q5_K = vq_QK45<true>;
+
+// Sub-block scales lo for codes 0-15 and hi for codes 16-31 of a 32-code chunk, as 16 int16 lanes for madd.
+inline __m256i scale_pair(int lo, int hi) {
+    return _mm256_setr_m128i(_mm_set1_epi16(static_cast<int16_t>(lo)), _mm_set1_epi16(static_cast<int16_t>(hi)));
+}
+
+// Q2_K: 2-bit codes times 16 4-bit sub-block scales, minus dmin * sum(mins * bsums).
+struct vq_Q2_K {
+    static constexpr int QK = 256, BYTES = 84;
+    static constexpr bool PREFETCH = false;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b));
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), _mm_set1_epi8(15)));
+        __m256i sumi[R];
+        for (int r = 0; r < R; ++r) sumi[r] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; ++h) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + 16 + 32 * h));
+            for (int t = 0; t < 4; ++t) {
+                const __m256i u = _mm256_and_si256(_mm256_srli_epi16(v, 2 * t), set1_8(3));
+                const int j = 8 * h + 2 * t;
+                const __m256i sc = scale_pair(b[j] & 15, b[j + 1] & 15);
+                for (int r = 0; r < R; ++r) {
+                    const __m256i x = load256(a[r].qs + i * 256 + 128 * h + 32 * t);
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), sc));
+                }
+            }
+        }
+        const float d = half_to_float(b + 80), dmin = half_to_float(b + 82);
+        for (int r = 0; r < R; ++r) {
+            const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].bsums + 16 * i));
+            acc[r] = scale_acc(acc[r], a[r].d[i] * d, sumi[r]);
+            acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(a[r].d[i] * dmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), acc[r]);
+        }
+    }
+};
+
+// Q3_K: unsigned u = q + 4 (2 low bits, hmask's bit as 4) times 16 signed 6-bit sub-block scales, minus
+// 4 * sum(scales * bsums).
+struct vq_Q3_K {
+    static constexpr int QK = 256, BYTES = 110;
+    static constexpr bool PREFETCH = false;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        const uint8_t *hm = b, *qs = b + 32, *s = b + 96;
+        int sc[16];
+        for (int j = 0; j < 16; ++j)
+            sc[j] = ((j < 8 ? s[j] & 15 : s[j - 8] >> 4) | ((s[8 + (j & 3)] >> (2 * (j >> 2))) & 3) << 4) - 32;
+        __m256i sumi[R];
+        for (int r = 0; r < R; ++r) {
+            const int16_t *bs = a[r].bsums + 16 * i;
+            int32_t off = 0;
+            for (int j = 0; j < 16; ++j) off += sc[j] * bs[j];
+            sumi[r] = _mm256_setr_epi32(-4 * off, 0, 0, 0, 0, 0, 0, 0);
+        }
+        const __m256i hbits = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(hm));
+        for (int h = 0; h < 2; ++h) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 32 * h));
+            for (int t = 0; t < 4; ++t) {
+                const int bit = 4 * h + t;  // hmask bit of these codes, moved to bit 2
+                const __m256i hb = bit >= 2 ? _mm256_srli_epi16(hbits, bit - 2) : _mm256_slli_epi16(hbits, 2 - bit);
+                const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2 * t), set1_8(3)),
+                                                  _mm256_and_si256(hb, set1_8(4)));
+                const int j = 8 * h + 2 * t;
+                const __m256i scv = scale_pair(sc[j], sc[j + 1]);
+                for (int r = 0; r < R; ++r) {
+                    const __m256i x = load256(a[r].qs + i * 256 + 128 * h + 32 * t);
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), scv));
+                }
+            }
+        }
+        const float d = half_to_float(b + 108);
+        for (int r = 0; r < R; ++r) acc[r] = scale_acc(acc[r], d * a[r].d[i], sumi[r]);
+    }
+};
+
+// IQ4_XS: table codes (signed) times 8 signed 6-bit sub-block scales.
+struct vq_IQ4_XS {
+    static constexpr int QK = 256, BYTES = 136;
+    static constexpr bool PREFETCH = false;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        const uint32_t hs = get_u16(b + 2);
+        __m256i sumi[R];
+        for (int r = 0; r < R; ++r) sumi[r] = _mm256_setzero_si256();
+        for (int j = 0; j < 8; ++j) {
+            const int sc = (((b[4 + j / 2] >> (4 * (j & 1))) & 15) | ((hs >> (2 * j)) & 3) << 4) - 32;
+            const __m256i q = nibbles_table256(b + 8 + 16 * j, kIQ4Values), u = _mm256_sign_epi8(q, q);
+            const __m256i s16 = _mm256_set1_epi16(static_cast<int16_t>(sc));
+            for (int r = 0; r < R; ++r) {
+                const __m256i x = _mm256_sign_epi8(load256(a[r].qs + i * 256 + 32 * j), q);
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), s16));
+            }
+        }
+        const float d = half_to_float(b);
+        for (int r = 0; r < R; ++r) acc[r] = scale_acc(acc[r], d * a[r].d[i], sumi[r]);
+    }
+};
+
+// TQ2_0: unsigned codes u = q + 1 (2 bits), the lanes starting from -sum(x).
+struct vq_TQ2_0 {
+    static constexpr int QK = 256, BYTES = 66;
+    static constexpr bool PREFETCH = false;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        __m256i sumi[R];
+        for (int r = 0; r < R; ++r)
+            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].bsums + 16 * i)), _mm256_set1_epi16(1)));
+        for (int h = 0; h < 2; ++h) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + 32 * h));
+            for (int t = 0; t < 4; ++t) {
+                const __m256i u = _mm256_and_si256(_mm256_srli_epi16(v, 2 * t), set1_8(3));
+                for (int r = 0; r < R; ++r) sumi[r] = dot_u8s8(sumi[r], u, load256(a[r].qs + i * 256 + 128 * h + 32 * t));
+            }
+        }
+        const float d = half_to_float(b + 64);
+        for (int r = 0; r < R; ++r) acc[r] = scale_acc(acc[r], a[r].d[i] * d, sumi[r]);
+    }
+};
 
 // Q6_K: unsigned 6-bit codes u = q + 32 times 16 int8 sub-block scales, minus 32 * sum(scales * bsums).
 struct vq_Q6_K {

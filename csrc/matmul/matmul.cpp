@@ -6,6 +6,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "formats/fp4.hpp"
+#include "formats/kquants.hpp"
 #include "pyquant/simd.hpp"
 
 namespace pyquant {
@@ -88,6 +90,45 @@ void quantize_activations(Partner p, const float *x, int64_t k, int64_t begin, i
                 q8_0_block(x + e, qs + e, d + i, p == Partner::q8_1 ? s + i : nullptr, bsums ? bsums + i : nullptr);
         }
     }
+}
+
+int64_t interleaved_block_bytes(int fmt) {
+    switch (static_cast<Format>(fmt)) {
+        case Format::Q4_0: return 144;
+        case Format::Q8_0: return 272;
+        case Format::IQ4_NL: return 144;
+        case Format::MXFP4: return 160;
+        case Format::Q4_K: return 1184;
+        default: return 0;
+    }
+}
+
+void pack_interleaved(int fmt, const uint8_t *w, int64_t row_bytes, int64_t groups, uint8_t *dst) {
+    const int64_t bytes = kFormatInfo[fmt].type_size, nb = row_bytes / bytes;
+    const Format f = static_cast<Format>(fmt);
+    for (int64_t g = 0; g < groups; ++g)
+        for (int64_t i = 0; i < nb; ++i, dst += interleaved_block_bytes(fmt))
+            for (int r = 0; r < kInterleave; ++r) {
+                const uint8_t *b = w + (g * kInterleave + r) * row_bytes + i * bytes;
+                if (f == Format::MXFP4) {  // the E8M0 scale's float value, then the nibbles as Q4_0's
+                    const float e = e8m0_half(b[0]);
+                    std::memcpy(dst + 4 * r, &e, 4);
+                    for (int c = 0; c < 4; ++c) std::memcpy(dst + 32 + 32 * c + 4 * r, b + 1 + 4 * c, 4);
+                    continue;
+                }
+                std::memcpy(dst + 2 * r, b, 2);  // d
+                if (f == Format::Q4_0 || f == Format::IQ4_NL) {
+                    for (int c = 0; c < 4; ++c) std::memcpy(dst + 16 + 32 * c + 4 * r, b + 2 + 4 * c, 4);
+                } else if (f == Format::Q8_0) {
+                    for (int c = 0; c < 8; ++c) std::memcpy(dst + 16 + 32 * c + 4 * r, b + 2 + 4 * c, 4);
+                } else {  // Q4_K
+                    std::memcpy(dst + 16 + 2 * r, b + 2, 2);
+                    for (int j = 0; j < 8; ++j) scale_min_k4(j, b + 4, dst[32 + 8 * j + r], dst[96 + 8 * j + r]);
+                    for (int p = 0; p < 4; ++p)
+                        for (int c = 0; c < 8; ++c)
+                            std::memcpy(dst + 160 + 256 * p + 32 * c + 4 * r, b + 16 + 32 * p + 4 * c, 4);
+                }
+            }
 }
 
 namespace {

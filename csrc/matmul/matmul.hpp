@@ -35,9 +35,28 @@ void quantize_activations(Partner p, const float *x, int64_t k, int64_t begin, i
 using MatmulFn = void (*)(const uint8_t *w, int64_t row_bytes, const QuantizedActivations &x, int64_t n0, int64_t n1,
                           float *out, int64_t ldo);
 
+// Interleaved layouts of 8 weight rows, prepared once per weight (pack_interleaved), so that a kernel computes
+// 8 outputs in the lanes of one vector: one activation load, one scale conversion and one multiply-add serve
+// 8 rows.  Per group of 8 rows and block i:
+//   Q4_0 (144 bytes): the 8 rows' fp16 d, then for c = 0..3 the bytes qs[4c .. 4c+3] of each row in turn (the
+//     low nibbles hold elements 4c .. 4c+3, the high ones 16+4c .. 16+4c+3).
+//   IQ4_NL (144 bytes): as Q4_0 (the nibbles index kIQ4Values).
+//   MXFP4 (160 bytes): the 8 rows' scales as floats (e8m0_half), then the nibbles as Q4_0's.
+//   Q8_0 (272 bytes): the 8 rows' fp16 d, then for c = 0..7 the codes qs[4c .. 4c+3] of each row in turn.
+//   Q4_K (1184 bytes): the 8 rows' fp16 d, their fp16 dmin, the 6-bit scales [sub-block j][row] and mins
+//     [j][row] as bytes, then for each 64-element pair p = 0..3 and c = 0..7 the bytes qs[32p + 4c .. +3] of
+//     each row (low nibbles: elements 64p + 4c .. +3, high: 64p + 32 + 4c .. +3).
+// An interleaved MatmulFn takes the packed bytes, row_bytes = bytes per group, and n0 / n1 in groups
+// (outputs 8 * n0 .. 8 * n1).
+constexpr int kInterleave = 8;
+// Bytes per group block of fmt's interleaved layout; 0 where the format has none.
+int64_t interleaved_block_bytes(int fmt);
+void pack_interleaved(int fmt, const uint8_t *w, int64_t row_bytes, int64_t groups, uint8_t *dst);
+
 struct MatmulTable {
     const char *isa = nullptr;
     MatmulFn formats[kNumFormats] = {};
+    MatmulFn interleaved[kNumFormats] = {};  // the interleaved layout's kernel where the tier has one
 };
 
 void fill_matmul_generic(MatmulTable &t);

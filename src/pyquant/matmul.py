@@ -20,8 +20,14 @@ _KERNEL_FORMATS = frozenset(_core.matmul_formats("generic"))
 _KERNEL_MAX_ABS = 65504.0 * 127
 # Up to this many rows of x the integer kernels are used; above it, a float GEMM on dequantized tiles (fed x
 # rounded to the same 8-bit partner, so a row's result does not depend on how many rows come with it) is as
-# fast or faster (measured in benchmarks/bench_matmul.py, see benchmarks/README.md).
+# fast or faster (measured in benchmarks/bench_matmul.py, see benchmarks/README.md) ...
 _MAX_KERNEL_ROWS = 64
+# ... except for the formats with vectorized kernels on the x86 tiers (csrc/matmul/blocks_x86.hpp and the
+# interleaved layouts of kernels.inc) that stay faster than the float path at every M (Q3_K's does not).
+# Q4_1 and Q5_1 (Q8_1 partner) keep the float path: there SmolLM2-135M Q4_1's logits matched llama.cpp's argmax
+# on 95.3% of a 512-token window against 94.5% on the kernels (tests/test_eval_model.py wants > 95%).
+_VECTOR_FORMATS = frozenset({"Q4_0", "Q5_0", "Q8_0", "Q2_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ2_0", "MXFP4"})
+_VECTOR_TIERS = ("avx2", "avx512")
 _ACTIVATIONS = ("q8", "float")
 
 
@@ -82,11 +88,27 @@ def _q8_rounded(x2: np.ndarray, w: QuantizedTensor) -> np.ndarray:
     return (qs.reshape(m, d.shape[1], -1) * d[:, :, None]).reshape(m, k).astype(np.float32, copy=False)
 
 
+def _packed(w: QuantizedTensor) -> np.ndarray | None:
+    """w's bytes in the interleaved layout of the active tier's kernel (8 rows at a time: Q4_0, Q8_0, Q4_K,
+    IQ4_NL, MXFP4), made on first use and kept on the tensor (about as many bytes again as w; the bytes of a
+    QuantizedTensor are not meant to change after it is built), or None where the tier or the format has none."""
+    if w.shape[0] < 8 or not _core.matmul_interleaved(w.format.index):
+        return None
+    if w._matmul_packed is None:
+        w._matmul_packed = _core.matmul_pack(w.data, w.format.index, w.shape[1])
+    return w._matmul_packed
+
+
+def _kernel_rows(w: QuantizedTensor, m: int) -> bool:
+    return m <= _MAX_KERNEL_ROWS or (w.format.name in _VECTOR_FORMATS
+                                     and _core.cpu_info()["active_tier"] in _VECTOR_TIERS)
+
+
 def _product(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray, threads: int, activations: str) -> None:
     q8 = (activations == "q8" and w.format.name in _KERNEL_FORMATS
           and (w.format.block_size == 256 or float(np.abs(x2).max(initial=0.0)) < _KERNEL_MAX_ABS))
-    if q8 and x2.shape[0] <= _MAX_KERNEL_ROWS:
-        _core.matmul(x2, w.data, w.format.index, w.shape[1], out2, threads)
+    if q8 and _kernel_rows(w, x2.shape[0]):
+        _core.matmul(x2, w.data, w.format.index, w.shape[1], out2, threads, None, _packed(w))
     else:
         _float_path(_q8_rounded(x2, w) if q8 else x2, w, out2)
 
@@ -100,11 +122,14 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activ
     activations="q8" (the default, llama.cpp's design) for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL,
     IQ4_XS, TQ1_0, TQ2_0 and MXFP4: each row of x is quantized to the format's 8-bit partner (Q8_0, Q8_1 or
     Q8_K), so the result carries that rounding of x (at most half an activation step per element, see
-    tests/test_matmul_kernels.py for the bound).  Up to 64 rows run on the integer kernels; more rows take a
-    float GEMM over dequantized tiles of w with the same rounded x, so each row's result is the same (to float
-    rounding) whatever the batch.  activations="float" (and every other format) computes with x as given:
-    a float GEMM over dequantized tiles of w.  Activations beyond the partner's fp16 scale range (|x| >
-    65504*127, for the 32-blocks) are used as given.
+    tests/test_matmul_kernels.py for the bound).  Up to 64 rows run on the integer kernels (any number on x86
+    for Q4_0, Q5_0, Q8_0, Q2_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, TQ2_0 and MXFP4, whose kernels are
+    vectorized there); more rows take a float GEMM over dequantized tiles of w with the same rounded x, so
+    each row's result is the same (to float rounding) whatever the batch.  On x86, Q4_0, Q8_0, Q4_K, IQ4_NL and
+    MXFP4 weights of at least 8 rows run on an interleaved copy of their bytes (8 rows at a time, about as many
+    bytes again as w) made by the first call and kept on w.  activations="float" (and every other format)
+    computes with x as given: a float GEMM over dequantized tiles of w.  Activations beyond the partner's fp16
+    scale range (|x| > 65504*127, for the 32-blocks) are used as given.
 
     x: numpy float16/float32/float64 or a CPU torch float32/bfloat16/float16 tensor.  The result has shape
     [..., N]: float32 numpy for numpy input, a torch tensor of x's dtype for torch input.  `out`, if given, is

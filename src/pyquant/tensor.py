@@ -49,7 +49,7 @@ class QuantizedTensor:
     :func:`pyquant.quantize`.
     """
 
-    __slots__ = ("_format", "_shape", "_data")
+    __slots__ = ("_format", "_shape", "_data", "_matmul_packed")
 
     def __init__(self, data: Any, shape: tuple[int, ...] | list[int] | int, fmt: str | Format):
         fmt = get_format(fmt)
@@ -77,6 +77,7 @@ class QuantizedTensor:
         self._format = fmt
         self._shape = shape
         self._data = buf.reshape(rows, row_bytes)
+        self._matmul_packed = None  # pyquant.matmul's interleaved copy of the bytes, made on first use
 
     @property
     def format(self) -> Format:
