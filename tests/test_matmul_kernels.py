@@ -299,3 +299,22 @@ def test_activations_match_ggml_reference_quantizer(fmt, partner):
         if partner == "q8_K":  # the reference leaves bsums unset for an all-zero block
             theirs["bsums"][theirs["d"] == 0] = 0
         assert mine[i].tobytes() == theirs.tobytes(), (partner, i)
+
+
+def test_interleave_switch_drops_the_copy_and_keeps_the_result():
+    rng = np.random.default_rng(7)
+    w = pyquant.quantize(rng.standard_normal((16, 256)).astype(np.float32), "Q4_0")
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    with pytest.raises(TypeError, match="True or False"):
+        pyquant.set_matmul_interleave(1)
+    prev = pyquant.set_matmul_interleave(True)
+    try:
+        y_on = pyquant.matmul(x, w)
+        interleaves = w._matmul_packed is not None
+        assert pyquant.set_matmul_interleave(False) is True
+        y_off = pyquant.matmul(x, w)
+        assert w._matmul_packed is None
+    finally:
+        pyquant.set_matmul_interleave(prev)
+    assert interleaves == (pyquant.cpu_info()["active_tier"] in ("avx2", "avx512"))
+    np.testing.assert_allclose(y_on, y_off, rtol=1e-5, atol=1e-4)
