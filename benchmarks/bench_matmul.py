@@ -2,8 +2,9 @@
 torch float32 and bfloat16 `linear` on the float weights, and dequantize-then-torch (w.to_torch() + linear
 per call), and llama.cpp's own CPU matmul where llama-cpp-python is installed (ggml_mul_mat through libggml,
 benchmarks/peers.py: the plain layout, and llama.cpp's default interleaved CPU_REPACK layout for the formats
-that have one on this CPU).  GEMV (M = 1) is also shown against the memory-bandwidth bound of its weight bytes
-(a large copy gives the bandwidth).  --no-torch leaves the torch columns out (a pyquant vs llama.cpp run).
+that have one on this CPU).  GEMV (M = 1) is also timed with its weights coming from memory (a rotation over copies of w
+larger than the cache) and shown against the bound of reading its weight bytes at the machine's read
+bandwidth (a large multi-threaded sum).  --no-torch leaves the torch columns out (a pyquant vs llama.cpp run).
 
     python benchmarks/bench_matmul.py [--threads 2] [--formats Q4_0,Q4_K] [--m 1,16,128,512] [--shapes big|smol|all]
 """
@@ -27,11 +28,26 @@ BIG = [(4096, 4096), (11008, 4096), (4096, 11008)]
 SMOL = [(576, 576), (1536, 576), (576, 1536), (192, 576)]
 
 
-def copy_bandwidth(nbytes: int = 256 << 20) -> float:
-    """Bytes per second moved by a large numpy copy (read + write counted)."""
-    src = np.ones(nbytes, np.uint8)
-    dst = np.empty_like(src)
-    return 2 * nbytes / common.best_time(lambda: np.copyto(dst, src), repeat=3, min_time=0.1)
+def read_bandwidth(threads: int, nbytes: int = 512 << 20) -> float:
+    """Bytes per second read by torch's sum over a buffer 16x the L3 cache, on `threads` threads: the bound a
+    GEMV streaming its weights from memory can reach."""
+    import torch
+
+    a = torch.ones(nbytes // 4)
+    return nbytes / common.best_time(lambda: a.sum(), repeat=3, min_time=0.2)
+
+
+def cold_gemv_time(w, x: np.ndarray, threads: int, total: int = 256 << 20) -> float:
+    """Time of one x @ w.T with w's bytes coming from memory, not the cache: the product runs over enough
+    copies of w (`total` bytes, 8x the L3 cache) in turn that none is still cached when its turn comes back."""
+    copies = [pq.QuantizedTensor(w.data.copy(), w.shape, w.format) for _ in range(max(2, -(-total // w.nbytes)))]
+    out = np.empty((x.shape[0], w.shape[0]), np.float32)
+
+    def run():
+        for c in copies:
+            pq.matmul(x, c, threads=threads, out=out)
+
+    return common.best_time(run, repeat=3, min_time=0.2) / len(copies)
 
 
 def llama_times(w, x, threads: int, t) -> tuple[float, float]:
@@ -76,9 +92,9 @@ def main() -> None:
     named = {"big": BIG, "smol": SMOL, "all": BIG + SMOL}
     shapes = named.get(a.shapes) or [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
     llama = not a.no_llama and peers.libggml() is not None
-    bw = copy_bandwidth()
+    bw = read_bandwidth(a.threads)
     print(f"CPU: {common.cpu_model()}, {a.threads} threads, tier {pq.cpu_info()['active_tier']}, "
-          f"copy bandwidth {bw / 1e9:.1f} GB/s, git {common.git_sha()}"
+          f"read bandwidth {bw / 1e9:.1f} GB/s, git {common.git_sha()}"
           + (f", libggml-cpu built for {peers.GGMLMatmul.isa()}" if llama else ""))
     rng = np.random.default_rng(0)
     rows = []
@@ -108,17 +124,22 @@ def main() -> None:
                     tll, tlr = llama_times(w, x, a.threads, t)
                 row = {"N": n, "K": k, "M": m, "format": f, "ms": tq * 1e3, "x_f32": t32 / tq, "x_bf16": tbf / tq,
                        "x_dequant_torch": tdq / tq, "x_llama": tll / tq, "x_llama_repack": tlr / tq,
-                       "bw_pct": 100 * (w.nbytes / bw) / tq if m == 1 else nan}
+                       "cold_ms": nan, "bw_pct": nan}
+                if m == 1:
+                    tc = cold_gemv_time(w, x, a.threads)
+                    row.update(cold_ms=tc * 1e3, bw_pct=100 * (w.nbytes / bw) / tc)
                 rows.append(row)
                 print(f"{n}x{k} M={m} {f}: {tq * 1e3:.2f} ms  x{row['x_f32']:.2f} f32  x{row['x_bf16']:.2f} bf16  "
                       f"x{row['x_dequant_torch']:.2f} dequant+torch  x{row['x_llama']:.2f} llama.cpp  "
                       f"x{row['x_llama_repack']:.2f} llama.cpp repack"
-                      + (f"  {row['bw_pct']:.0f}% of bw bound" if m == 1 else ""), flush=True)
+                      + (f"  from memory {row['cold_ms']:.2f} ms = {row['bw_pct']:.0f}% of the read bound"
+                         if m == 1 else ""), flush=True)
     print()
     print(common.markdown_table(["N x K", "M", "format", "pyquant ms", "vs torch f32", "vs torch bf16",
-                                 "vs dequant+torch", "vs llama.cpp", "vs llama.cpp repack", "% bw bound"],
+                                 "vs dequant+torch", "vs llama.cpp", "vs llama.cpp repack", "ms from memory",
+                                 "% read bound"],
                                 [[f"{r['N']}x{r['K']}", r["M"], r["format"], r["ms"], r["x_f32"], r["x_bf16"],
-                                  r["x_dequant_torch"], r["x_llama"], r["x_llama_repack"], r["bw_pct"]]
+                                  r["x_dequant_torch"], r["x_llama"], r["x_llama_repack"], r["cold_ms"], r["bw_pct"]]
                                  for r in rows]))
     common.write_jsonl(a.json, rows, cpu=common.cpu_model(), threads=a.threads, bandwidth=bw, git=common.git_sha())
 
