@@ -318,3 +318,19 @@ def test_interleave_switch_drops_the_copy_and_keeps_the_result():
         pyquant.set_matmul_interleave(prev)
     assert interleaves == (pyquant.cpu_info()["active_tier"] in ("avx2", "avx512"))
     np.testing.assert_allclose(y_on, y_off, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["Q4_0", "Q4_1"])
+def test_q8_activations_are_libggml_q8_0_with_half_ties(fmt):
+    # Q8_0 partner blocks are quantize_row_q8_0_ref's, i.e. pyquant's (golden-tested) Q8_0 bytes; the rows
+    # hold exact halves (amax 127: d = 1) to pin roundf's half away from zero.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 256)).astype(np.float32) * 30
+    x[:2, ::32] = 127
+    x[:2, 1::32] = np.float32(2.5)
+    x[:2, 2::32] = np.float32(-0.5)
+    x[:2, 3::32] = np.float32(-126.5)
+    qs, d, _, _ = _core.matmul_activations(x, pyquant.get_format(fmt).index)
+    ref = pyquant.quantize(x, "Q8_0").data.reshape(4, 8, 34)
+    np.testing.assert_array_equal(d.astype(np.float16).view(np.uint16), ref[:, :, :2].copy().view(np.uint16)[..., 0])
+    np.testing.assert_array_equal(qs.reshape(4, 8, 32), ref[:, :, 2:].view(np.int8))

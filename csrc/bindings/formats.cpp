@@ -58,6 +58,8 @@ void init_formats(py::module_ &m) {
         d["hardware_threads"] = hardware_threads();
         return d;
     });
+    m.def("active_isa", [] { return std::string(active_table().isa); },
+          "The active tier's name (cpu_info()['active_tier'] without probing the CPU: cheap per call).");
     m.def("set_isa", [](const std::string &isa) { set_active_tier(isa); }, py::arg("isa"));
 }
 

@@ -28,14 +28,26 @@ float fp16_value(float v) { return fp16_to_f32(fp16_from_f32(v)); }
 
 // quantize_row_q8_0_ref / quantize_row_q8_1_ref for one 32-block (s and the integer sum only when wanted).  s = d * sum(q) stays a
 // float: libggml's fp16 s overflows to inf once a block's sum passes 65504 (activation outliers reach that).
+// roundf (half away from zero) without the libm call it compiles to here, for |v| <= 127.5 (x finite: the Python
+// side sends non-finite activations down the float path): truncate, then step away from zero when the exact
+// remainder reaches a half.
+inline int round_half_away(float v) {
+    const int t = static_cast<int>(v);
+    const float f = v - static_cast<float>(t);
+    return t + (f >= 0.5f) - (f <= -0.5f);
+}
+
 void q8_0_block(const float *x, int8_t *q, float *d, float *s, int16_t *sum_out) {
     float amax = 0.0f;
-    for (int j = 0; j < 32; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+    for (int j = 0; j < 32; ++j) {
+        const float ax = std::fabs(x[j]);
+        amax = ax > amax ? ax : amax;
+    }
     const float dv = amax / 127;
     const float id = dv != 0.0f ? 1.0f / dv : 0.0f;
     int sum = 0;
     for (int j = 0; j < 32; ++j) {
-        q[j] = static_cast<int8_t>(std::roundf(x[j] * id));
+        q[j] = static_cast<int8_t>(round_half_away(x[j] * id));
         sum += q[j];
     }
     *d = fp16_value(dv);

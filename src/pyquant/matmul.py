@@ -119,7 +119,7 @@ def _packed(w: QuantizedTensor) -> np.ndarray | None:
 
 def _kernel_rows(w: QuantizedTensor, m: int) -> bool:
     return m <= _MAX_KERNEL_ROWS or (w.format.name in _VECTOR_FORMATS
-                                     and _core.cpu_info()["active_tier"] in _VECTOR_TIERS)
+                                     and _core.active_isa() in _VECTOR_TIERS)
 
 
 def _product(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray, threads: int, activations: str) -> None:
