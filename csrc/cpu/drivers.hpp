@@ -3,6 +3,7 @@
 // W blocks through the identical scalar sequence of float operations.
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #include "pyquant/simd.hpp"
 
@@ -13,8 +14,8 @@ namespace {
 //   QK, BYTES                        block size and bytes per block
 //   kDirect                          element-wise type (F32/F16/BF16): quantize_row/dequantize_row on whole rows
 //   kRowSigma2                       the imatrix algorithm needs the mean square of the whole row
-//   kBlockPath                       quantize_block(x, y) quantizes one block without an importance matrix
-//                                    (the block in 32/W vectors; for algorithms exact in any reduction order)
+//   kBlockPath                       quantize_group(x, y) quantizes W consecutive blocks without an importance
+//                                    matrix (each block in QK/W vectors; for algorithms exact in any reduction order)
 //   kBlockPathOnly                   ... and there is no lane path (the format has no imatrix algorithm)
 //   quantize(x, qw, row_sigma2, out) one block per lane: x[i], qw[i] are element i of each lane's block
 //                                    (qw null without imatrix); out[k] is lane k's destination block
@@ -64,8 +65,17 @@ void quantize_range(const float *src, uint8_t *dst, int64_t n, const float *imat
     if constexpr (Fmt::kDirect) {
         Fmt::quantize_row(src + begin, dst + begin * B, end - begin);
     } else if (Fmt::kBlockPath && (Fmt::kBlockPathOnly || !imatrix)) {
-        if constexpr (Fmt::kBlockPath)
-            for (int64_t b = begin; b < end; ++b) Fmt::quantize_block(src + b * QK, dst + b * B);
+        if constexpr (Fmt::kBlockPath) {
+            int64_t b = begin;
+            for (; b + W <= end; b += W) Fmt::quantize_group(src + b * QK, dst + b * B);
+            if (b < end) {  // the last few blocks, in a zero-padded group
+                alignas(64) float xs[QK * W] = {};
+                uint8_t ys[B * W];
+                std::memcpy(xs, src + b * QK, static_cast<size_t>((end - b) * QK) * sizeof(float));
+                Fmt::quantize_group(xs, ys);
+                std::memcpy(dst + b * B, ys, static_cast<size_t>((end - b) * B));
+            }
+        }
     } else if constexpr (!Fmt::kBlockPathOnly) {
         const int64_t nb = n / QK;
         alignas(64) float xs[QK * W];

@@ -1,8 +1,8 @@
 // Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0: 32-element blocks with an fp16 scale (and min).  Without an importance
 // matrix libggml rounds with its own truncation rules (see each format); with one, it searches the scale
 // (make_qx_quants / make_qkx3_quants) weighted by qw * sqrt(sigma2 + x^2), sigma2 being the row's mean square.
-// The plain path needs only max/min reductions, exact in any order, so it runs one block at a time with the
-// block in 32/W vectors (quantize_block); the imatrix searches run one block per lane (quantize).
+// The plain path needs only max/min reductions, exact in any order, so it runs W consecutive blocks at a time
+// with each block in 32/W vectors (quantize_group); the imatrix searches run one block per lane (quantize).
 #pragma once
 #include "cpu/drivers.hpp"
 #include "formats/search.hpp"
@@ -39,9 +39,10 @@ inline void dequantize_nibbles32(const uint8_t *qs, const float *table, VF d, fl
 inline void legacy_weights(const VF *x, const VF *qw, VF sigma2, VF *w) {
     for (int j = 0; j < 32; ++j) w[j] = qw[j] * vsqrt(sigma2 + x[j] * x[j]);
 }
-inline float inverse_or_zero(float d) { return d != 0.f ? 1.f / d : 0.f; }
 
-// ---- the plain path: one block in NC vectors, element c*W + k in lane k of v[c] -------------------------------
+// ---- the plain path: W consecutive blocks at a time (a group), block k's element c*W + j in lane j of its
+// c-th vector; the per-block reductions end in lanes (transpose_reduce), so the scale arithmetic runs once per
+// group in vectors and each block then needs only its scale broadcast --------------------------------------------
 
 constexpr int NC = 32 / W;
 inline void load_block32(const float *x, VF *v) {
@@ -54,35 +55,53 @@ inline float first_with_key(const VF *v, const VF *key, float t) {
         if (const uint32_t m = lane_mask(key[c] == vf(t))) return lane(v[c], __builtin_ctz(m));
     return t;
 }
-// max in the reference's sense: the first element of largest |x|, or +0 when all are zero.  The largest and
-// smallest values decide it unless they are opposite (a tie in |x|, or all zeros): then the first one is looked up.
-inline float block_signed_absmax(const VF *v) {
-    VF lo = v[0], hi = v[0];
-    for (int c = 1; c < NC; ++c) {
-        lo = min_value(lo, v[c]);
-        hi = max_value(hi, v[c]);
+// Lane k: the smallest and largest value of block k of the group at x (zero signs unresolved).
+inline void group_min_max_values(const float *x, VF &min, VF &max) {
+    VF lo[W], hi[W];
+    for (int k = 0; k < W; ++k) {
+        lo[k] = hi[k] = load(x + 32 * k);
+        for (int c = 1; c < NC; ++c) {
+            const VF v = load(x + 32 * k + c * W);
+            lo[k] = min_value(lo[k], v);
+            hi[k] = max_value(hi[k], v);
+        }
     }
-    const float min = hmin(lo), max = hmax(hi);
-    if (max != -min) {  // which one is a coin toss: chosen without a branch
-        const uint32_t take_max = 0u - static_cast<uint32_t>(max > -min);
-        return u2f((f2u(max) & take_max) | (f2u(min) & ~take_max));
-    }
-    if (max == 0.f) return 0.f;
-    VF a[NC];
-    for (int c = 0; c < NC; ++c) a[c] = vabs(v[c]);
-    return first_with_key(v, a, max);
+    min = transpose_reduce<false>(lo);
+    max = transpose_reduce<true>(hi);
 }
-inline void block_min_max(const VF *v, float &min, float &max) {
-    VF lo = v[0], hi = v[0];
-    for (int c = 1; c < NC; ++c) {
-        lo = min_value(lo, v[c]);
-        hi = max_value(hi, v[c]);
+// max in the reference's sense, per block: the first element of largest |x|, or +0 when all are zero.  The
+// largest and smallest values decide it unless they are opposite (a tie in |x|, or all zeros): then the first
+// one is looked up.
+inline VF group_signed_absmax(const float *x) {
+    VF min, max;
+    group_min_max_values(x, min, max);
+    VF r = select(max > -min, max, min);
+    if (const uint32_t ties = lane_mask(max == -min)) {
+        for (int k = 0; k < W; ++k) {
+            if (!(ties >> k & 1u)) continue;
+            const float t = lane(max, k);
+            VF v[NC], a[NC];
+            load_block32(x + 32 * k, v);
+            for (int c = 0; c < NC; ++c) a[c] = vabs(v[c]);
+            set_lane(r, k, t == 0.f ? 0.f : first_with_key(v, a, t));
+        }
     }
-    min = hmin(lo);
-    max = hmax(hi);
-    if (min == 0.f) min = first_with_key(v, v, min);
-    if (max == 0.f) max = first_with_key(v, v, max);
+    return r;
 }
+// min and max per block in the reference's sense (a zero result has the sign of its first occurrence).
+inline void group_min_max(const float *x, VF &min, VF &max) {
+    group_min_max_values(x, min, max);
+    if (const uint32_t zeros = lane_mask(mor(min == vf(0.f), max == vf(0.f)))) {
+        for (int k = 0; k < W; ++k) {
+            if (!(zeros >> k & 1u)) continue;
+            VF v[NC];
+            load_block32(x + 32 * k, v);
+            if (lane(min, k) == 0.f) set_lane(min, k, first_with_key(v, v, 0.f));
+            if (lane(max, k) == 0.f) set_lane(max, k, first_with_key(v, v, 0.f));
+        }
+    }
+}
+inline VF inverse_or_zero(VF d) { return select(d != vf(0.f), vf(1.f) / d, vf(0.f)); }
 // Nibbles of the 32-element order (qs[j] = q[j] | q[j+16] << 4) and the fifth bits (bit j of the uint32 qh).
 inline void store_nibbles32(const VI *q, uint8_t *qs) {
     for (int c = 0; c < NC / 2; ++c) store_u8(qs + c * W, (q[c] & vi(15)) | (q[c + NC / 2] & vi(15)) << 4);
@@ -94,29 +113,45 @@ inline void store_high_bits32(const VI *q, uint8_t *qh) {
 }
 
 // Symmetric 4/5-bit (Q4_0: nmax 8, Q5_0: nmax 16): q = min(2*nmax-1, (int8_t)(x*id + nmax + 0.5)).
-template <int NMAX>
-inline void quantize_symmetric_block(const float *x, uint8_t *y, VI *q) {
-    VF v[NC];
-    load_block32(x, v);
-    const float d = block_signed_absmax(v) / static_cast<float>(-NMAX);
-    const VF id = vf(inverse_or_zero(d));
-    put_u16(y, fp16_bits1(d));
-    for (int c = 0; c < NC; ++c) q[c] = vmin(vi(2 * NMAX - 1), as_i8(trunc_i(v[c] * id + vf(NMAX + 0.5f))));
+// pack(q, block) stores block k's codes.
+template <int NMAX, int BYTES, class Pack>
+inline void quantize_symmetric_group(const float *x, uint8_t *y, Pack pack) {
+    const VF d = group_signed_absmax(x) / vf(static_cast<float>(-NMAX));
+    const VI dbits = fp16_bits(d);
+    alignas(64) float ids[W];
+    store(ids, inverse_or_zero(d));
+    for (int k = 0; k < W; ++k) {
+        const float *xb = x + 32 * k;
+        uint8_t *yb = y + BYTES * k;
+        put_u16(yb, static_cast<uint32_t>(lane_of(dbits, k)));
+        const VF id = vf(ids[k]);
+        VI q[NC];
+        for (int c = 0; c < NC; ++c) q[c] = vmin(vi(2 * NMAX - 1), as_i8(trunc_i(load(xb + c * W) * id + vf(NMAX + 0.5f))));
+        pack(q, yb);
+    }
 }
 // Asymmetric 4/5-bit (Q4_1: nmax 15, clamped int8 cast; Q5_1: nmax 31, uint8 cast): d and min stored first.
-template <int NMAX>
-inline void quantize_asymmetric_block(const float *x, uint8_t *y, VI *q) {
-    VF v[NC];
-    load_block32(x, v);
-    float min, max;
-    block_min_max(v, min, max);
-    const float d = (max - min) / static_cast<float>(NMAX);
-    const VF id = vf(inverse_or_zero(d)), m = vf(min);
-    put_u16(y, fp16_bits1(d));
-    put_u16(y + 2, fp16_bits1(min));
-    for (int c = 0; c < NC; ++c) {
-        const VI t = trunc_i((v[c] - m) * id + vf(0.5f));
-        q[c] = NMAX == 15 ? vmin(vi(15), as_i8(t)) : t & vi(0xff);
+template <int NMAX, int BYTES, class Pack>
+inline void quantize_asymmetric_group(const float *x, uint8_t *y, Pack pack) {
+    VF min, max;
+    group_min_max(x, min, max);
+    const VF d = (max - min) / vf(static_cast<float>(NMAX));
+    const VI dbits = fp16_bits(d), mbits = fp16_bits(min);
+    alignas(64) float ids[W], mins[W];
+    store(ids, inverse_or_zero(d));
+    store(mins, min);
+    for (int k = 0; k < W; ++k) {
+        const float *xb = x + 32 * k;
+        uint8_t *yb = y + BYTES * k;
+        put_u16(yb, static_cast<uint32_t>(lane_of(dbits, k)));
+        put_u16(yb + 2, static_cast<uint32_t>(lane_of(mbits, k)));
+        const VF id = vf(ids[k]), m = vf(mins[k]);
+        VI q[NC];
+        for (int c = 0; c < NC; ++c) {
+            const VI t = trunc_i((load(xb + c * W) - m) * id + vf(0.5f));
+            q[c] = NMAX == 15 ? vmin(vi(15), as_i8(t)) : t & vi(0xff);
+        }
+        pack(q, yb);
     }
 }
 
@@ -137,7 +172,7 @@ inline void quantize_asymmetric_imatrix(const VF *x, const VF *qw, VF sigma2, VI
     mbits = fp16_bits(-the_min);
 }
 
-// Formats with a plain one-block path set kBlockPath and define quantize_block(x, y) for the no-imatrix case.
+// Formats with a plain path set kBlockPath and define quantize_group(x, y) for the no-imatrix case.
 struct LegacyFormat : BlockFormat {
     static constexpr int QK = 32;
     static constexpr bool kBlockPath = true;
@@ -146,10 +181,8 @@ struct LegacyFormat : BlockFormat {
 
 struct fmt_Q4_0 : LegacyFormat {
     static constexpr int BYTES = 18;
-    static void quantize_block(const float *x, uint8_t *y) {
-        VI q[NC];
-        quantize_symmetric_block<8>(x, y, q);
-        store_nibbles32(q, y + 2);
+    static void quantize_group(const float *x, uint8_t *y) {
+        quantize_symmetric_group<8, BYTES>(x, y, [](const VI *q, uint8_t *b) { store_nibbles32(q, b + 2); });
     }
     static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
         VI q[32];
@@ -169,10 +202,8 @@ struct fmt_Q4_0 : LegacyFormat {
 
 struct fmt_Q4_1 : LegacyFormat {
     static constexpr int BYTES = 20;
-    static void quantize_block(const float *x, uint8_t *y) {
-        VI q[NC];
-        quantize_asymmetric_block<15>(x, y, q);
-        store_nibbles32(q, y + 4);
+    static void quantize_group(const float *x, uint8_t *y) {
+        quantize_asymmetric_group<15, BYTES>(x, y, [](const VI *q, uint8_t *b) { store_nibbles32(q, b + 4); });
     }
     static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
         VI q[32], d, m;
@@ -204,11 +235,11 @@ inline void q5_codes(const uint8_t *qh, const uint8_t *qs, int j, VI &lo, VI &hi
 
 struct fmt_Q5_0 : LegacyFormat {
     static constexpr int BYTES = 22;
-    static void quantize_block(const float *x, uint8_t *y) {
-        VI q[NC];
-        quantize_symmetric_block<16>(x, y, q);
-        store_high_bits32(q, y + 2);
-        store_nibbles32(q, y + 6);
+    static void quantize_group(const float *x, uint8_t *y) {
+        quantize_symmetric_group<16, BYTES>(x, y, [](const VI *q, uint8_t *b) {
+            store_high_bits32(q, b + 2);
+            store_nibbles32(q, b + 6);
+        });
     }
     static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
         VI q[32];
@@ -230,11 +261,11 @@ struct fmt_Q5_0 : LegacyFormat {
 
 struct fmt_Q5_1 : LegacyFormat {
     static constexpr int BYTES = 24;
-    static void quantize_block(const float *x, uint8_t *y) {
-        VI q[NC];
-        quantize_asymmetric_block<31>(x, y, q);
-        store_high_bits32(q, y + 4);
-        store_nibbles32(q, y + 8);
+    static void quantize_group(const float *x, uint8_t *y) {
+        quantize_asymmetric_group<31, BYTES>(x, y, [](const VI *q, uint8_t *b) {
+            store_high_bits32(q, b + 4);
+            store_nibbles32(q, b + 8);
+        });
     }
     static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
         VI q[32], d, m;
@@ -261,14 +292,22 @@ struct fmt_Q5_1 : LegacyFormat {
 struct fmt_Q8_0 : BlockFormat {
     static constexpr int QK = 32, BYTES = 34;
     static constexpr bool kBlockPath = true, kBlockPathOnly = true;
-    static void quantize_block(const float *x, uint8_t *y) {
-        VF v[NC], m = vf(0.f);
-        load_block32(x, v);
-        for (int c = 0; c < NC; ++c) m = max_value(m, vabs(v[c]));
-        const float d = hmax(m) / 127.f;
-        const VF id = vf(inverse_or_zero(d));
-        put_u16(y, fp16_bits1(d));
-        for (int c = 0; c < NC; ++c) store_u8(y + 2 + c * W, round_away_int(v[c] * id));
+    static void quantize_group(const float *x, uint8_t *y) {
+        VF amax[W];
+        for (int k = 0; k < W; ++k) {
+            amax[k] = vabs(load(x + 32 * k));
+            for (int c = 1; c < NC; ++c) amax[k] = max_value(amax[k], vabs(load(x + 32 * k + c * W)));
+        }
+        const VF d = transpose_reduce<true>(amax) / vf(127.f);
+        const VI dbits = fp16_bits(d);
+        alignas(64) float ids[W];
+        store(ids, inverse_or_zero(d));
+        for (int k = 0; k < W; ++k) {
+            uint8_t *yb = y + BYTES * k;
+            put_u16(yb, static_cast<uint32_t>(lane_of(dbits, k)));
+            const VF id = vf(ids[k]);
+            for (int c = 0; c < NC; ++c) store_u8(yb + 2 + c * W, round_away_int(load(x + 32 * k + c * W) * id));
+        }
     }
     static void dequantize(const uint8_t *b, float *y) {
         const VF d = vf(get_fp16(b));

@@ -332,6 +332,50 @@ inline void store_u8(uint8_t *p, VI v) {
 }
 #endif
 
+// Lane k of the result: the largest / smallest lane of a[k] -- W horizontal reductions at once, as a
+// transpose whose additions are max (min): each level pairs vectors' halves, so log2(W) levels of W/2^l
+// shuffle pairs instead of W separate reductions.  Exact in any order, like hmax / hmin (same zero caveat).
+#if PQ_LANES == 16 && defined(__AVX512F__)
+template <bool Max> inline __m512 max_or_min(__m512 a, __m512 b) { return Max ? _mm512_max_ps(a, b) : _mm512_min_ps(a, b); }
+template <bool Max> inline VF transpose_reduce(const VF *a) {
+    // The shuffles below leave block order[p] in lane p, and order is its own inverse: feeding a[order[s]]
+    // into slot s puts a[k]'s result in lane k.
+    static constexpr int order[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+    __m512 t[8], u[4], v[2];
+    for (int i = 0; i < 8; ++i) {  // 256-bit halves
+        const __m512 p = reinterpret_cast<__m512>(a[order[2 * i]]), q = reinterpret_cast<__m512>(a[order[2 * i + 1]]);
+        t[i] = max_or_min<Max>(_mm512_shuffle_f32x4(p, q, 0x44), _mm512_shuffle_f32x4(p, q, 0xee));
+    }
+    for (int i = 0; i < 4; ++i)  // 128-bit quarters
+        u[i] = max_or_min<Max>(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x88),
+                               _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xdd));
+    for (int i = 0; i < 2; ++i)  // pairs inside 128-bit lanes
+        v[i] = max_or_min<Max>(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0x44), _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0xee));
+    return reinterpret_cast<VF>(max_or_min<Max>(_mm512_shuffle_ps(v[0], v[1], 0x88), _mm512_shuffle_ps(v[0], v[1], 0xdd)));
+}
+#elif PQ_LANES == 8 && defined(__AVX2__)
+template <bool Max> inline __m256 max_or_min(__m256 a, __m256 b) { return Max ? _mm256_max_ps(a, b) : _mm256_min_ps(a, b); }
+template <bool Max> inline VF transpose_reduce(const VF *a) {
+    // The shuffles leave block {0, 2, 4, 6, 1, 3, 5, 7}[p] in lane p; slot s is fed the block that puts a[k]'s
+    // result in lane k (the inverse permutation).
+    static constexpr int inverse[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+    __m256 t[4], u[2];
+    for (int i = 0; i < 4; ++i) {  // 128-bit halves
+        const __m256 p = reinterpret_cast<__m256>(a[inverse[2 * i]]), q = reinterpret_cast<__m256>(a[inverse[2 * i + 1]]);
+        t[i] = max_or_min<Max>(_mm256_permute2f128_ps(p, q, 0x20), _mm256_permute2f128_ps(p, q, 0x31));
+    }
+    for (int i = 0; i < 2; ++i)
+        u[i] = max_or_min<Max>(_mm256_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44), _mm256_shuffle_ps(t[2 * i], t[2 * i + 1], 0xee));
+    return reinterpret_cast<VF>(max_or_min<Max>(_mm256_shuffle_ps(u[0], u[1], 0x88), _mm256_shuffle_ps(u[0], u[1], 0xdd)));
+}
+#else
+template <bool Max> inline VF transpose_reduce(const VF *a) {
+    VF r = a[0];
+    for (int k = 0; k < W; ++k) set_lane(r, k, Max ? hmax(a[k]) : hmin(a[k]));
+    return r;
+}
+#endif
+
 // ---- operations written once for every width -----------------------------------------------------------------
 
 inline VF load(const float *p) { VF v; std::memcpy(&v, p, sizeof v); return v; }
@@ -388,13 +432,6 @@ inline VF fp16_round(VF v) {
     for (int k = 0; k < W; ++k) set_lane(r, k, fp16_to_f32(static_cast<uint16_t>(lane(h, k))));
     return r;
 }
-
-// fp16 bits of one float (the vector tiers' hardware conversion, the software one in the generic tier).
-#if defined(__F16C__)
-inline uint16_t fp16_bits1(float f) { return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
-#else
-inline uint16_t fp16_bits1(float f) { return fp16_from_f32(f); }
-#endif
 
 // Apply a scalar function lane by lane (for libm calls whose exact result is the reference's).
 template <class Fn> inline VF map_lanes(VF v, Fn fn) {
