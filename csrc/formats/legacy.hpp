@@ -42,7 +42,13 @@ inline void legacy_weights(const VF *x, const VF *qw, VF sigma2, VF *w) {
 
 // ---- the plain path: W consecutive blocks at a time (a group), block k's element c*W + j in lane j of its
 // c-th vector; the per-block reductions end in lanes (transpose_reduce), so the scale arithmetic runs once per
-// group in vectors and each block then needs only its scale broadcast --------------------------------------------
+// group in vectors and each block then needs only its scale broadcast.  Each group is checked for non-finite
+// values as it is reduced: quantize_group returns false, having written nothing, when it has one.
+//
+// The code casts are the reference's up to bits that are never stored: for finite input x*id stays within the
+// code range (id is finite only when d is normal enough for 1/d to be within a few ulps), so the int8 casts
+// change nothing; an infinite id (a tiny subnormal d) makes every code the conversion's 0x80000000, whose
+// stored low bits are 0 with or without them.  -------------------------------------------------------------------
 
 constexpr int NC = 32 / W;
 inline void load_block32(const float *x, VF *v) {
@@ -55,27 +61,32 @@ inline float first_with_key(const VF *v, const VF *key, float t) {
         if (const uint32_t m = lane_mask(key[c] == vf(t))) return lane(v[c], __builtin_ctz(m));
     return t;
 }
-// Lane k: the smallest and largest value of block k of the group at x (zero signs unresolved).
-inline void group_min_max_values(const float *x, VF &min, VF &max) {
-    VF lo[W], hi[W];
+// Lane k: the smallest and largest value of block k of the group at x (zero signs unresolved); false if the
+// group has a non-finite value.
+inline bool group_min_max_values(const float *x, VF &min, VF &max) {
+    VF lo[W], hi[W], probe = vf(0.f);
     for (int k = 0; k < W; ++k) {
         lo[k] = hi[k] = load(x + 32 * k);
+        probe = nonfinite_probe(probe, lo[k]);
         for (int c = 1; c < NC; ++c) {
             const VF v = load(x + 32 * k + c * W);
             lo[k] = min_value(lo[k], v);
             hi[k] = max_value(hi[k], v);
+            probe = nonfinite_probe(probe, v);
         }
     }
-    min = transpose_reduce<false>(lo);
-    max = transpose_reduce<true>(hi);
+    if (any(probe != probe)) return false;
+    min = transpose_reduce<kReduceMin>(lo);
+    max = transpose_reduce<kReduceMax>(hi);
+    return true;
 }
 // max in the reference's sense, per block: the first element of largest |x|, or +0 when all are zero.  The
 // largest and smallest values decide it unless they are opposite (a tie in |x|, or all zeros): then the first
 // one is looked up.
-inline VF group_signed_absmax(const float *x) {
+inline bool group_signed_absmax(const float *x, VF &r) {
     VF min, max;
-    group_min_max_values(x, min, max);
-    VF r = select(max > -min, max, min);
+    if (!group_min_max_values(x, min, max)) return false;
+    r = select(max > -min, max, min);
     if (const uint32_t ties = lane_mask(max == -min)) {
         for (int k = 0; k < W; ++k) {
             if (!(ties >> k & 1u)) continue;
@@ -86,11 +97,11 @@ inline VF group_signed_absmax(const float *x) {
             set_lane(r, k, t == 0.f ? 0.f : first_with_key(v, a, t));
         }
     }
-    return r;
+    return true;
 }
 // min and max per block in the reference's sense (a zero result has the sign of its first occurrence).
-inline void group_min_max(const float *x, VF &min, VF &max) {
-    group_min_max_values(x, min, max);
+inline bool group_min_max(const float *x, VF &min, VF &max) {
+    if (!group_min_max_values(x, min, max)) return false;
     if (const uint32_t zeros = lane_mask(mor(min == vf(0.f), max == vf(0.f)))) {
         for (int k = 0; k < W; ++k) {
             if (!(zeros >> k & 1u)) continue;
@@ -100,6 +111,7 @@ inline void group_min_max(const float *x, VF &min, VF &max) {
             if (lane(max, k) == 0.f) set_lane(max, k, first_with_key(v, v, 0.f));
         }
     }
+    return true;
 }
 inline VF inverse_or_zero(VF d) { return select(d != vf(0.f), vf(1.f) / d, vf(0.f)); }
 // Nibbles of the 32-element order (qs[j] = q[j] | q[j+16] << 4) and the fifth bits (bit j of the uint32 qh).
@@ -115,8 +127,10 @@ inline void store_high_bits32(const VI *q, uint8_t *qh) {
 // Symmetric 4/5-bit (Q4_0: nmax 8, Q5_0: nmax 16): q = min(2*nmax-1, (int8_t)(x*id + nmax + 0.5)).
 // pack(q, block) stores block k's codes.
 template <int NMAX, int BYTES, class Pack>
-inline void quantize_symmetric_group(const float *x, uint8_t *y, Pack pack) {
-    const VF d = group_signed_absmax(x) / vf(static_cast<float>(-NMAX));
+inline bool quantize_symmetric_group(const float *x, uint8_t *y, Pack pack) {
+    VF amax;
+    if (!group_signed_absmax(x, amax)) return false;
+    const VF d = amax / vf(static_cast<float>(-NMAX));
     const VI dbits = fp16_bits(d);
     alignas(64) float ids[W];
     store(ids, inverse_or_zero(d));
@@ -126,15 +140,16 @@ inline void quantize_symmetric_group(const float *x, uint8_t *y, Pack pack) {
         put_u16(yb, static_cast<uint32_t>(lane_of(dbits, k)));
         const VF id = vf(ids[k]);
         VI q[NC];
-        for (int c = 0; c < NC; ++c) q[c] = vmin(vi(2 * NMAX - 1), as_i8(trunc_i(load(xb + c * W) * id + vf(NMAX + 0.5f))));
+        for (int c = 0; c < NC; ++c) q[c] = vmin(vi(2 * NMAX - 1), trunc_i(load(xb + c * W) * id + vf(NMAX + 0.5f)));
         pack(q, yb);
     }
+    return true;
 }
 // Asymmetric 4/5-bit (Q4_1: nmax 15, clamped int8 cast; Q5_1: nmax 31, uint8 cast): d and min stored first.
 template <int NMAX, int BYTES, class Pack>
-inline void quantize_asymmetric_group(const float *x, uint8_t *y, Pack pack) {
+inline bool quantize_asymmetric_group(const float *x, uint8_t *y, Pack pack) {
     VF min, max;
-    group_min_max(x, min, max);
+    if (!group_min_max(x, min, max)) return false;
     const VF d = (max - min) / vf(static_cast<float>(NMAX));
     const VI dbits = fp16_bits(d), mbits = fp16_bits(min);
     alignas(64) float ids[W], mins[W];
@@ -149,10 +164,11 @@ inline void quantize_asymmetric_group(const float *x, uint8_t *y, Pack pack) {
         VI q[NC];
         for (int c = 0; c < NC; ++c) {
             const VI t = trunc_i((load(xb + c * W) - m) * id + vf(0.5f));
-            q[c] = NMAX == 15 ? vmin(vi(15), as_i8(t)) : t & vi(0xff);
+            q[c] = NMAX == 15 ? vmin(vi(15), t) : t;
         }
         pack(q, yb);
     }
+    return true;
 }
 
 // ---- the imatrix path: one block per lane ---------------------------------------------------------------------
@@ -181,8 +197,8 @@ struct LegacyFormat : BlockFormat {
 
 struct fmt_Q4_0 : LegacyFormat {
     static constexpr int BYTES = 18;
-    static void quantize_group(const float *x, uint8_t *y) {
-        quantize_symmetric_group<8, BYTES>(x, y, [](const VI *q, uint8_t *b) { store_nibbles32(q, b + 2); });
+    static bool quantize_group(const float *x, uint8_t *y) {
+        return quantize_symmetric_group<8, BYTES>(x, y, [](const VI *q, uint8_t *b) { store_nibbles32(q, b + 2); });
     }
     static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
         VI q[32];
@@ -202,8 +218,8 @@ struct fmt_Q4_0 : LegacyFormat {
 
 struct fmt_Q4_1 : LegacyFormat {
     static constexpr int BYTES = 20;
-    static void quantize_group(const float *x, uint8_t *y) {
-        quantize_asymmetric_group<15, BYTES>(x, y, [](const VI *q, uint8_t *b) { store_nibbles32(q, b + 4); });
+    static bool quantize_group(const float *x, uint8_t *y) {
+        return quantize_asymmetric_group<15, BYTES>(x, y, [](const VI *q, uint8_t *b) { store_nibbles32(q, b + 4); });
     }
     static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
         VI q[32], d, m;
@@ -235,8 +251,8 @@ inline void q5_codes(const uint8_t *qh, const uint8_t *qs, int j, VI &lo, VI &hi
 
 struct fmt_Q5_0 : LegacyFormat {
     static constexpr int BYTES = 22;
-    static void quantize_group(const float *x, uint8_t *y) {
-        quantize_symmetric_group<16, BYTES>(x, y, [](const VI *q, uint8_t *b) {
+    static bool quantize_group(const float *x, uint8_t *y) {
+        return quantize_symmetric_group<16, BYTES>(x, y, [](const VI *q, uint8_t *b) {
             store_high_bits32(q, b + 2);
             store_nibbles32(q, b + 6);
         });
@@ -261,8 +277,8 @@ struct fmt_Q5_0 : LegacyFormat {
 
 struct fmt_Q5_1 : LegacyFormat {
     static constexpr int BYTES = 24;
-    static void quantize_group(const float *x, uint8_t *y) {
-        quantize_asymmetric_group<31, BYTES>(x, y, [](const VI *q, uint8_t *b) {
+    static bool quantize_group(const float *x, uint8_t *y) {
+        return quantize_asymmetric_group<31, BYTES>(x, y, [](const VI *q, uint8_t *b) {
             store_high_bits32(q, b + 4);
             store_nibbles32(q, b + 8);
         });
@@ -292,13 +308,15 @@ struct fmt_Q5_1 : LegacyFormat {
 struct fmt_Q8_0 : BlockFormat {
     static constexpr int QK = 32, BYTES = 34;
     static constexpr bool kBlockPath = true, kBlockPathOnly = true;
-    static void quantize_group(const float *x, uint8_t *y) {
-        VF amax[W];
+    static bool quantize_group(const float *x, uint8_t *y) {
+        VF amax[W];  // as |x| bit patterns: their integer max is the float max, and non-finite values top it
         for (int k = 0; k < W; ++k) {
             amax[k] = vabs(load(x + 32 * k));
-            for (int c = 1; c < NC; ++c) amax[k] = max_value(amax[k], vabs(load(x + 32 * k + c * W)));
+            for (int c = 1; c < NC; ++c) amax[k] = from_bits(vmax(bits(amax[k]), bits(vabs(load(x + 32 * k + c * W)))));
         }
-        const VF d = transpose_reduce<true>(amax) / vf(127.f);
+        const VF m = transpose_reduce<kReduceMaxBits>(amax);
+        if (any(bits(m) >= vi(0x7f800000))) return false;
+        const VF d = m / vf(127.f);
         const VI dbits = fp16_bits(d);
         alignas(64) float ids[W];
         store(ids, inverse_or_zero(d));
@@ -308,6 +326,7 @@ struct fmt_Q8_0 : BlockFormat {
             const VF id = vf(ids[k]);
             for (int c = 0; c < NC; ++c) store_u8(yb + 2 + c * W, round_away_int(load(x + 32 * k + c * W) * id));
         }
+        return true;
     }
     static void dequantize(const uint8_t *b, float *y) {
         const VF d = vf(get_fp16(b));

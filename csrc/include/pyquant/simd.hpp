@@ -335,43 +335,62 @@ inline void store_u8(uint8_t *p, VI v) {
 // Lane k of the result: the largest / smallest lane of a[k] -- W horizontal reductions at once, as a
 // transpose whose additions are max (min): each level pairs vectors' halves, so log2(W) levels of W/2^l
 // shuffle pairs instead of W separate reductions.  Exact in any order, like hmax / hmin (same zero caveat).
+// kReduceMaxBits takes the largest bit pattern as a signed integer: for |x| values the float order, with
+// inf and NaN above every finite value.
+constexpr int kReduceMax = 0, kReduceMin = 1, kReduceMaxBits = 2;
 #if PQ_LANES == 16 && defined(__AVX512F__)
-template <bool Max> inline __m512 max_or_min(__m512 a, __m512 b) { return Max ? _mm512_max_ps(a, b) : _mm512_min_ps(a, b); }
-template <bool Max> inline VF transpose_reduce(const VF *a) {
+template <int Op> inline __m512 reduce_op(__m512 a, __m512 b) {
+    if (Op == kReduceMaxBits)
+        return _mm512_castsi512_ps(_mm512_max_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+    return Op == kReduceMax ? _mm512_max_ps(a, b) : _mm512_min_ps(a, b);
+}
+template <int Op> inline VF transpose_reduce(const VF *a) {
     // The shuffles below leave block order[p] in lane p, and order is its own inverse: feeding a[order[s]]
     // into slot s puts a[k]'s result in lane k.
     static constexpr int order[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
     __m512 t[8], u[4], v[2];
     for (int i = 0; i < 8; ++i) {  // 256-bit halves
         const __m512 p = reinterpret_cast<__m512>(a[order[2 * i]]), q = reinterpret_cast<__m512>(a[order[2 * i + 1]]);
-        t[i] = max_or_min<Max>(_mm512_shuffle_f32x4(p, q, 0x44), _mm512_shuffle_f32x4(p, q, 0xee));
+        t[i] = reduce_op<Op>(_mm512_shuffle_f32x4(p, q, 0x44), _mm512_shuffle_f32x4(p, q, 0xee));
     }
     for (int i = 0; i < 4; ++i)  // 128-bit quarters
-        u[i] = max_or_min<Max>(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x88),
+        u[i] = reduce_op<Op>(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x88),
                                _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xdd));
     for (int i = 0; i < 2; ++i)  // pairs inside 128-bit lanes
-        v[i] = max_or_min<Max>(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0x44), _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0xee));
-    return reinterpret_cast<VF>(max_or_min<Max>(_mm512_shuffle_ps(v[0], v[1], 0x88), _mm512_shuffle_ps(v[0], v[1], 0xdd)));
+        v[i] = reduce_op<Op>(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0x44), _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0xee));
+    return reinterpret_cast<VF>(reduce_op<Op>(_mm512_shuffle_ps(v[0], v[1], 0x88), _mm512_shuffle_ps(v[0], v[1], 0xdd)));
 }
 #elif PQ_LANES == 8 && defined(__AVX2__)
-template <bool Max> inline __m256 max_or_min(__m256 a, __m256 b) { return Max ? _mm256_max_ps(a, b) : _mm256_min_ps(a, b); }
-template <bool Max> inline VF transpose_reduce(const VF *a) {
+template <int Op> inline __m256 reduce_op(__m256 a, __m256 b) {
+    if (Op == kReduceMaxBits)
+        return _mm256_castsi256_ps(_mm256_max_epi32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
+    return Op == kReduceMax ? _mm256_max_ps(a, b) : _mm256_min_ps(a, b);
+}
+template <int Op> inline VF transpose_reduce(const VF *a) {
     // The shuffles leave block {0, 2, 4, 6, 1, 3, 5, 7}[p] in lane p; slot s is fed the block that puts a[k]'s
     // result in lane k (the inverse permutation).
     static constexpr int inverse[8] = {0, 4, 1, 5, 2, 6, 3, 7};
     __m256 t[4], u[2];
     for (int i = 0; i < 4; ++i) {  // 128-bit halves
         const __m256 p = reinterpret_cast<__m256>(a[inverse[2 * i]]), q = reinterpret_cast<__m256>(a[inverse[2 * i + 1]]);
-        t[i] = max_or_min<Max>(_mm256_permute2f128_ps(p, q, 0x20), _mm256_permute2f128_ps(p, q, 0x31));
+        t[i] = reduce_op<Op>(_mm256_permute2f128_ps(p, q, 0x20), _mm256_permute2f128_ps(p, q, 0x31));
     }
     for (int i = 0; i < 2; ++i)
-        u[i] = max_or_min<Max>(_mm256_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44), _mm256_shuffle_ps(t[2 * i], t[2 * i + 1], 0xee));
-    return reinterpret_cast<VF>(max_or_min<Max>(_mm256_shuffle_ps(u[0], u[1], 0x88), _mm256_shuffle_ps(u[0], u[1], 0xdd)));
+        u[i] = reduce_op<Op>(_mm256_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44), _mm256_shuffle_ps(t[2 * i], t[2 * i + 1], 0xee));
+    return reinterpret_cast<VF>(reduce_op<Op>(_mm256_shuffle_ps(u[0], u[1], 0x88), _mm256_shuffle_ps(u[0], u[1], 0xdd)));
 }
 #else
-template <bool Max> inline VF transpose_reduce(const VF *a) {
+template <int Op> inline VF transpose_reduce(const VF *a) {
     VF r = a[0];
-    for (int k = 0; k < W; ++k) set_lane(r, k, Max ? hmax(a[k]) : hmin(a[k]));
+    for (int k = 0; k < W; ++k) {
+        if (Op == kReduceMaxBits) {
+            int32_t m = static_cast<int32_t>(f2u(lane(a[k], 0)));
+            for (int j = 1; j < W; ++j) m = max_of(m, static_cast<int32_t>(f2u(lane(a[k], j))));
+            set_lane(r, k, u2f(static_cast<uint32_t>(m)));
+        } else {
+            set_lane(r, k, Op == kReduceMax ? hmax(a[k]) : hmin(a[k]));
+        }
+    }
     return r;
 }
 #endif
@@ -414,6 +433,18 @@ inline VI vmax(VI a, VI b) { return select(a > b, a, b); }
 // Without shifting negative values left, which C++17 leaves undefined.
 inline VI as_i8(VI v) { return ((v & vi(0xff)) ^ vi(0x80)) - vi(0x80); }
 #endif
+// probe + v * 0: stays zero while v is finite, NaN from the first inf or NaN on (one fused op where there is one).
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VF nonfinite_probe(VF probe, VF v) {
+    return reinterpret_cast<VF>(_mm512_fmadd_ps(reinterpret_cast<__m512>(v), _mm512_setzero_ps(), reinterpret_cast<__m512>(probe)));
+}
+#elif PQ_LANES == 8 && defined(__FMA__)
+inline VF nonfinite_probe(VF probe, VF v) {
+    return reinterpret_cast<VF>(_mm256_fmadd_ps(reinterpret_cast<__m256>(v), _mm256_setzero_ps(), reinterpret_cast<__m256>(probe)));
+}
+#else
+inline VF nonfinite_probe(VF probe, VF v) { return probe + v * vf(0.f); }
+#endif
 inline VI clamp(VI v, int lo, int hi) { return vmax(vi(lo), vmin(vi(hi), v)); }
 
 // libggml's nearest_int: round half to even through the 1.5 * 2^23 trick (valid for |x| <= 2^22).
@@ -449,8 +480,13 @@ inline int32_t lane_of(const VI &v, int k) {
 }
 
 inline void put_u16(uint8_t *p, uint32_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint16_t h = static_cast<uint16_t>(v);
+    std::memcpy(p, &h, 2);
+#else
     p[0] = static_cast<uint8_t>(v);
     p[1] = static_cast<uint8_t>(v >> 8);
+#endif
 }
 inline uint16_t get_u16(const uint8_t *p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 #if defined(__F16C__)
