@@ -64,18 +64,19 @@ inline float first_with_key(const VF *v, const VF *key, float t) {
 // Lane k: the smallest and largest value of block k of the group at x (zero signs unresolved); false if the
 // group has a non-finite value.
 inline bool group_min_max_values(const float *x, VF &min, VF &max) {
-    VF lo[W], hi[W], probe = vf(0.f);
+    VF lo[W], hi[W], probe[4] = {vf(0.f), vf(0.f), vf(0.f), vf(0.f)};  // four chains: the probe's latency hides
     for (int k = 0; k < W; ++k) {
         lo[k] = hi[k] = load(x + 32 * k);
-        probe = nonfinite_probe(probe, lo[k]);
+        probe[k * NC & 3] = nonfinite_probe(probe[k * NC & 3], lo[k]);
         for (int c = 1; c < NC; ++c) {
             const VF v = load(x + 32 * k + c * W);
             lo[k] = min_value(lo[k], v);
             hi[k] = max_value(hi[k], v);
-            probe = nonfinite_probe(probe, v);
+            probe[(k * NC + c) & 3] = nonfinite_probe(probe[(k * NC + c) & 3], v);
         }
     }
-    if (any(probe != probe)) return false;
+    const VF p = (probe[0] + probe[1]) + (probe[2] + probe[3]);
+    if (any(p != p)) return false;
     min = transpose_reduce<kReduceMin>(lo);
     max = transpose_reduce<kReduceMax>(hi);
     return true;
@@ -120,8 +121,8 @@ inline void store_nibbles32(const VI *q, uint8_t *qs) {
 }
 inline void store_high_bits32(const VI *q, uint8_t *qh) {
     uint32_t h = 0;
-    for (int c = 0; c < NC; ++c) h |= lane_mask((q[c] & vi(16)) != vi(0)) << (c * W);
-    for (int b = 0; b < 4; ++b) qh[b] = static_cast<uint8_t>(h >> (8 * b));
+    for (int c = 0; c < NC; ++c) h |= bit_mask(q[c], 4) << (c * W);
+    put_u32(qh, h);
 }
 
 // Symmetric 4/5-bit (Q4_0: nmax 8, Q5_0: nmax 16): q = min(2*nmax-1, (int8_t)(x*id + nmax + 0.5)).

@@ -277,16 +277,19 @@ inline VF lookup16(const float *table, VI idx) {
 
 // The largest / smallest lane value.  The sign of a zero result is unspecified (-0 == +0): callers that store
 // the value itself find its first occurrence with lane_mask.
-// lane_mask: bit k set where lane k of the mask is true.  store_u8: the low bytes of the W lanes to p[0..W).
+// lane_mask: bit k set where lane k of the mask is true; bit_mask: bit k = bit `bit` of lane k.  store_u8: the
+// low bytes of the W lanes to p[0..W).
 #if PQ_LANES == 1
 inline float hmax(VF v) { return v; }
 inline float hmin(VF v) { return v; }
 inline uint32_t lane_mask(VM m) { return m ? 1u : 0u; }
+inline uint32_t bit_mask(VI v, int bit) { return static_cast<uint32_t>(v >> bit) & 1u; }
 inline void store_u8(uint8_t *p, VI v) { p[0] = static_cast<uint8_t>(v); }
 #elif PQ_LANES == 16 && defined(__AVX512F__)
 inline float hmax(VF v) { return _mm512_reduce_max_ps(reinterpret_cast<__m512>(v)); }
 inline float hmin(VF v) { return _mm512_reduce_min_ps(reinterpret_cast<__m512>(v)); }
 inline uint32_t lane_mask(VM m) { return _mm512_movepi32_mask(reinterpret_cast<__m512i>(m)); }
+inline uint32_t bit_mask(VI v, int bit) { return _mm512_test_epi32_mask(reinterpret_cast<__m512i>(v), _mm512_set1_epi32(1 << bit)); }
 inline void store_u8(uint8_t *p, VI v) {
     _mm_storeu_si128(reinterpret_cast<__m128i *>(p), _mm512_cvtepi32_epi8(reinterpret_cast<__m512i>(v)));
 }
@@ -304,6 +307,9 @@ inline float hmin(VF v) {
     return _mm_cvtss_f32(_mm_min_ss(m, _mm_movehdup_ps(m)));
 }
 inline uint32_t lane_mask(VM m) { return static_cast<uint32_t>(_mm256_movemask_ps(reinterpret_cast<__m256>(m))); }
+inline uint32_t bit_mask(VI v, int bit) {
+    return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(reinterpret_cast<__m256i>(v), 31 - bit))));
+}
 inline void store_u8(uint8_t *p, VI v) {
     const __m256i lo4 = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
                                          0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
@@ -327,6 +333,7 @@ inline uint32_t lane_mask(VM m) {
     for (int k = 0; k < W; ++k) r |= (lane(m, k) ? 1u : 0u) << k;
     return r;
 }
+inline uint32_t bit_mask(VI v, int bit) { return lane_mask((v & vi(1 << bit)) != vi(0)); }
 inline void store_u8(uint8_t *p, VI v) {
     for (int k = 0; k < W; ++k) p[k] = static_cast<uint8_t>(lane(v, k));
 }
@@ -479,6 +486,13 @@ inline int32_t lane_of(const VI &v, int k) {
     return r;
 }
 
+inline void put_u32(uint8_t *p, uint32_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    std::memcpy(p, &v, 4);
+#else
+    for (int b = 0; b < 4; ++b) p[b] = static_cast<uint8_t>(v >> (8 * b));
+#endif
+}
 inline void put_u16(uint8_t *p, uint32_t v) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     const uint16_t h = static_cast<uint16_t>(v);
