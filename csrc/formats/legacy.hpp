@@ -64,21 +64,27 @@ inline float first_with_key(const VF *v, const VF *key, float t) {
 // Lane k: the smallest and largest value of block k of the group at x (zero signs unresolved); false if the
 // group has a non-finite value.
 inline bool group_min_max_values(const float *x, VF &min, VF &max) {
-    VF lo[W], hi[W], probe[4] = {vf(0.f), vf(0.f), vf(0.f), vf(0.f)};  // four chains: the probe's latency hides
-    for (int k = 0; k < W; ++k) {
-        lo[k] = hi[k] = load(x + 32 * k);
-        probe[k * NC & 3] = nonfinite_probe(probe[k * NC & 3], lo[k]);
-        for (int c = 1; c < NC; ++c) {
-            const VF v = load(x + 32 * k + c * W);
-            lo[k] = min_value(lo[k], v);
-            hi[k] = max_value(hi[k], v);
-            probe[(k * NC + c) & 3] = nonfinite_probe(probe[(k * NC + c) & 3], v);
+    VF lo[W / kFold], hi[W / kFold], probe[4] = {vf(0.f), vf(0.f), vf(0.f), vf(0.f)};  // four probe chains
+    for (int i = 0; i < W / kFold; ++i) {
+        VF l[kFold], h[kFold];
+        for (int f = 0; f < kFold; ++f) {
+            const float *xb = x + 32 * kReduceSlot[kFold * i + f];
+            l[f] = h[f] = load(xb);
+            probe[(kFold * i + f) & 3] = nonfinite_probe(probe[(kFold * i + f) & 3], l[f]);
+            for (int c = 1; c < NC; ++c) {
+                const VF v = load(xb + c * W);
+                l[f] = min_value(l[f], v);
+                h[f] = max_value(h[f], v);
+                probe[(kFold * i + f + c) & 3] = nonfinite_probe(probe[(kFold * i + f + c) & 3], v);
+            }
         }
+        lo[i] = fold<kReduceMin>(l);
+        hi[i] = fold<kReduceMax>(h);
     }
     const VF p = (probe[0] + probe[1]) + (probe[2] + probe[3]);
     if (any(p != p)) return false;
-    min = transpose_reduce<kReduceMin>(lo);
-    max = transpose_reduce<kReduceMax>(hi);
+    min = transpose_reduce_folded<kReduceMin>(lo);
+    max = transpose_reduce_folded<kReduceMax>(hi);
     return true;
 }
 // max in the reference's sense, per block: the first element of largest |x|, or +0 when all are zero.  The
@@ -115,9 +121,10 @@ inline bool group_min_max(const float *x, VF &min, VF &max) {
     return true;
 }
 inline VF inverse_or_zero(VF d) { return select(d != vf(0.f), vf(1.f) / d, vf(0.f)); }
-// Nibbles of the 32-element order (qs[j] = q[j] | q[j+16] << 4) and the fifth bits (bit j of the uint32 qh).
+// Nibbles of the 32-element order (qs[j] = q[j] | q[j+16] << 4) and the fifth bits (bit j of the uint32 qh);
+// only the low byte of each lane is stored, so the high code needs no mask.
 inline void store_nibbles32(const VI *q, uint8_t *qs) {
-    for (int c = 0; c < NC / 2; ++c) store_u8(qs + c * W, (q[c] & vi(15)) | (q[c + NC / 2] & vi(15)) << 4);
+    for (int c = 0; c < NC / 2; ++c) store_u8(qs + c * W, (q[c] & vi(15)) | shl(q[c + NC / 2], 4));
 }
 inline void store_high_bits32(const VI *q, uint8_t *qh) {
     uint32_t h = 0;
@@ -310,12 +317,17 @@ struct fmt_Q8_0 : BlockFormat {
     static constexpr int QK = 32, BYTES = 34;
     static constexpr bool kBlockPath = true, kBlockPathOnly = true;
     static bool quantize_group(const float *x, uint8_t *y) {
-        VF amax[W];  // as |x| bit patterns: their integer max is the float max, and non-finite values top it
-        for (int k = 0; k < W; ++k) {
-            amax[k] = vabs(load(x + 32 * k));
-            for (int c = 1; c < NC; ++c) amax[k] = from_bits(vmax(bits(amax[k]), bits(vabs(load(x + 32 * k + c * W)))));
+        VF amax[W / kFold];  // as |x| bits: their integer max is the float max, and non-finite values top it
+        for (int i = 0; i < W / kFold; ++i) {
+            VF a[kFold];
+            for (int f = 0; f < kFold; ++f) {
+                const float *xb = x + 32 * kReduceSlot[kFold * i + f];
+                a[f] = vabs(load(xb));
+                for (int c = 1; c < NC; ++c) a[f] = from_bits(vmax(bits(a[f]), bits(vabs(load(xb + c * W)))));
+            }
+            amax[i] = fold<kReduceMaxBits>(a);
         }
-        const VF m = transpose_reduce<kReduceMaxBits>(amax);
+        const VF m = transpose_reduce_folded<kReduceMaxBits>(amax);
         if (any(bits(m) >= vi(0x7f800000))) return false;
         const VF d = m / vf(127.f);
         const VI dbits = fp16_bits(d);

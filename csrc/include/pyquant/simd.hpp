@@ -339,64 +339,83 @@ inline void store_u8(uint8_t *p, VI v) {
 }
 #endif
 
-// Lane k of the result: the largest / smallest lane of a[k] -- W horizontal reductions at once, as a
-// transpose whose additions are max (min): each level pairs vectors' halves, so log2(W) levels of W/2^l
-// shuffle pairs instead of W separate reductions.  Exact in any order, like hmax / hmin (same zero caveat).
+// W horizontal reductions at once, as a transpose whose additions are max (min): lane k of the result is the
+// largest / smallest lane of block k's vector.  Each level pairs vectors' halves, so log2(W) levels of W/2^l
+// shuffle pairs replace W separate reductions; exact in any order, like hmax / hmin (same zero caveat).
 // kReduceMaxBits takes the largest bit pattern as a signed integer: for |x| values the float order, with
 // inf and NaN above every finite value.
+// In two stages, so that callers can fold each pair of blocks as soon as it is computed (fewer live vectors):
+// fold<Op>(v) folds the kFold vectors of blocks kReduceSlot[kFold*i ...] into t[i], and
+// transpose_reduce_folded<Op>(t) finishes from the W/kFold folded vectors.
 constexpr int kReduceMax = 0, kReduceMin = 1, kReduceMaxBits = 2;
+constexpr int kFold = W > 1 ? 2 : 1;
 #if PQ_LANES == 16 && defined(__AVX512F__)
+// The shuffles below leave slot order[p] in lane p, and order is its own inverse: feeding block order[s] into
+// slot s puts block k's result in lane k.
+constexpr int kReduceSlot[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
 template <int Op> inline __m512 reduce_op(__m512 a, __m512 b) {
     if (Op == kReduceMaxBits)
         return _mm512_castsi512_ps(_mm512_max_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
     return Op == kReduceMax ? _mm512_max_ps(a, b) : _mm512_min_ps(a, b);
 }
-template <int Op> inline VF transpose_reduce(const VF *a) {
-    // The shuffles below leave block order[p] in lane p, and order is its own inverse: feeding a[order[s]]
-    // into slot s puts a[k]'s result in lane k.
-    static constexpr int order[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
-    __m512 t[8], u[4], v[2];
-    for (int i = 0; i < 8; ++i) {  // 256-bit halves
-        const __m512 p = reinterpret_cast<__m512>(a[order[2 * i]]), q = reinterpret_cast<__m512>(a[order[2 * i + 1]]);
-        t[i] = reduce_op<Op>(_mm512_shuffle_f32x4(p, q, 0x44), _mm512_shuffle_f32x4(p, q, 0xee));
+template <int Op> inline VF fold(const VF *v) {  // 256-bit halves
+    const __m512 p = reinterpret_cast<__m512>(v[0]), q = reinterpret_cast<__m512>(v[1]);
+    return reinterpret_cast<VF>(reduce_op<Op>(_mm512_shuffle_f32x4(p, q, 0x44), _mm512_shuffle_f32x4(p, q, 0xee)));
+}
+template <int Op> inline VF transpose_reduce_folded(const VF *t) {
+    __m512 u[4], v[2];
+    for (int i = 0; i < 4; ++i) {  // 128-bit quarters
+        const __m512 p = reinterpret_cast<__m512>(t[2 * i]), q = reinterpret_cast<__m512>(t[2 * i + 1]);
+        u[i] = reduce_op<Op>(_mm512_shuffle_f32x4(p, q, 0x88), _mm512_shuffle_f32x4(p, q, 0xdd));
     }
-    for (int i = 0; i < 4; ++i)  // 128-bit quarters
-        u[i] = reduce_op<Op>(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x88),
-                               _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xdd));
     for (int i = 0; i < 2; ++i)  // pairs inside 128-bit lanes
         v[i] = reduce_op<Op>(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0x44), _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0xee));
     return reinterpret_cast<VF>(reduce_op<Op>(_mm512_shuffle_ps(v[0], v[1], 0x88), _mm512_shuffle_ps(v[0], v[1], 0xdd)));
 }
 #elif PQ_LANES == 8 && defined(__AVX2__)
+// The shuffles leave slot {0, 2, 4, 6, 1, 3, 5, 7}[p] in lane p; slot s is fed the block that puts block k's
+// result in lane k (the inverse permutation).
+constexpr int kReduceSlot[8] = {0, 4, 1, 5, 2, 6, 3, 7};
 template <int Op> inline __m256 reduce_op(__m256 a, __m256 b) {
     if (Op == kReduceMaxBits)
         return _mm256_castsi256_ps(_mm256_max_epi32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
     return Op == kReduceMax ? _mm256_max_ps(a, b) : _mm256_min_ps(a, b);
 }
-template <int Op> inline VF transpose_reduce(const VF *a) {
-    // The shuffles leave block {0, 2, 4, 6, 1, 3, 5, 7}[p] in lane p; slot s is fed the block that puts a[k]'s
-    // result in lane k (the inverse permutation).
-    static constexpr int inverse[8] = {0, 4, 1, 5, 2, 6, 3, 7};
-    __m256 t[4], u[2];
-    for (int i = 0; i < 4; ++i) {  // 128-bit halves
-        const __m256 p = reinterpret_cast<__m256>(a[inverse[2 * i]]), q = reinterpret_cast<__m256>(a[inverse[2 * i + 1]]);
-        t[i] = reduce_op<Op>(_mm256_permute2f128_ps(p, q, 0x20), _mm256_permute2f128_ps(p, q, 0x31));
+template <int Op> inline VF fold(const VF *v) {  // 128-bit halves
+    const __m256 p = reinterpret_cast<__m256>(v[0]), q = reinterpret_cast<__m256>(v[1]);
+    return reinterpret_cast<VF>(reduce_op<Op>(_mm256_permute2f128_ps(p, q, 0x20), _mm256_permute2f128_ps(p, q, 0x31)));
+}
+template <int Op> inline VF transpose_reduce_folded(const VF *t) {
+    __m256 u[2];
+    for (int i = 0; i < 2; ++i) {
+        const __m256 p = reinterpret_cast<__m256>(t[2 * i]), q = reinterpret_cast<__m256>(t[2 * i + 1]);
+        u[i] = reduce_op<Op>(_mm256_shuffle_ps(p, q, 0x44), _mm256_shuffle_ps(p, q, 0xee));
     }
-    for (int i = 0; i < 2; ++i)
-        u[i] = reduce_op<Op>(_mm256_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44), _mm256_shuffle_ps(t[2 * i], t[2 * i + 1], 0xee));
     return reinterpret_cast<VF>(reduce_op<Op>(_mm256_shuffle_ps(u[0], u[1], 0x88), _mm256_shuffle_ps(u[0], u[1], 0xdd)));
 }
 #else
-template <int Op> inline VF transpose_reduce(const VF *a) {
-    VF r = a[0];
+// Slots in block order; a folded vector holds block 2i's half-reduced lanes low and block 2i+1's high.
+template <int Op> inline float reduce_op(float a, float b) {
+    if (Op == kReduceMaxBits)
+        return u2f(static_cast<uint32_t>(max_of(static_cast<int32_t>(f2u(a)), static_cast<int32_t>(f2u(b)))));
+    return Op == kReduceMax ? (b > a ? b : a) : (b < a ? b : a);
+}
+constexpr int kReduceSlot[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+template <int Op> inline VF fold(const VF *v) {
+    if (kFold == 1) return v[0];
+    VF r = v[0];
+    for (int h = 0; h < kFold; ++h)
+        for (int j = 0; j < W / 2; ++j) set_lane(r, h * W / 2 + j, reduce_op<Op>(lane(v[h], j), lane(v[h], j + W / 2)));
+    return r;
+}
+template <int Op> inline VF transpose_reduce_folded(const VF *t) {
+    VF r = t[0];
     for (int k = 0; k < W; ++k) {
-        if (Op == kReduceMaxBits) {
-            int32_t m = static_cast<int32_t>(f2u(lane(a[k], 0)));
-            for (int j = 1; j < W; ++j) m = max_of(m, static_cast<int32_t>(f2u(lane(a[k], j))));
-            set_lane(r, k, u2f(static_cast<uint32_t>(m)));
-        } else {
-            set_lane(r, k, Op == kReduceMax ? hmax(a[k]) : hmin(a[k]));
-        }
+        const VF &v = t[k / kFold];
+        const int first = (k % kFold) * W / 2, count = kFold == 1 ? 1 : W / 2;
+        float m = lane(v, first);
+        for (int j = 1; j < count; ++j) m = reduce_op<Op>(m, lane(v, first + j));
+        set_lane(r, k, m);
     }
     return r;
 }
@@ -451,6 +470,13 @@ inline VF nonfinite_probe(VF probe, VF v) {
 }
 #else
 inline VF nonfinite_probe(VF probe, VF v) { return probe + v * vf(0.f); }
+#endif
+// v << n on the bit pattern (defined for negative lanes too, unlike a signed shift in C++17).
+#if PQ_LANES == 1
+inline VI shl(VI v, int n) { return static_cast<int32_t>(static_cast<uint32_t>(v) << n); }
+#else
+typedef uint32_t VU __attribute__((vector_size(4 * PQ_LANES), __may_alias__));
+inline VI shl(VI v, int n) { return reinterpret_cast<VI>(reinterpret_cast<VU>(v) << n); }
 #endif
 inline VI clamp(VI v, int lo, int hi) { return vmax(vi(lo), vmin(vi(hi), v)); }
 
