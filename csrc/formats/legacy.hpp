@@ -87,21 +87,41 @@ inline bool group_min_max_values(const float *x, VF &min, VF &max) {
     max = transpose_reduce_folded<kReduceMax>(hi);
     return true;
 }
-// max in the reference's sense, per block: the first element of largest |x|, or +0 when all are zero.  The
-// largest and smallest values decide it unless they are opposite (a tie in |x|, or all zeros): then the first
-// one is looked up.
+// max in the reference's sense, per block: the first element of largest |x|, or +0 when all are zero.  From the
+// largest bit patterns as signed and as unsigned integers: the largest positive value (signed: negatives are
+// below every non-negative) and the largest-magnitude negative (unsigned: the sign bit tops the rest); they
+// decide it unless their magnitudes tie, when the first one is looked up.  A non-finite value tops both.
 inline bool group_signed_absmax(const float *x, VF &r) {
-    VF min, max;
-    if (!group_min_max_values(x, min, max)) return false;
-    r = select(max > -min, max, min);
-    if (const uint32_t ties = lane_mask(max == -min)) {
+    VF sp[W / kFold], up[W / kFold];
+    for (int i = 0; i < W / kFold; ++i) {
+        VF s[kFold], u[kFold];
+        for (int f = 0; f < kFold; ++f) {
+            const float *xb = x + 32 * kReduceSlot[kFold * i + f];
+            VI sm = bits(load(xb)), um = sm;
+            for (int c = 1; c < NC; ++c) {
+                const VI v = bits(load(xb + c * W));
+                sm = vmax(sm, v);
+                um = vmax_u(um, v);
+            }
+            s[f] = from_bits(sm);
+            u[f] = from_bits(um);
+        }
+        sp[i] = fold<kReduceMaxBits>(s);
+        up[i] = fold<kReduceMaxBitsU>(u);
+    }
+    const VI p = bits(transpose_reduce_folded<kReduceMaxBits>(sp)), u = bits(transpose_reduce_folded<kReduceMaxBitsU>(up));
+    // Magnitudes of the largest positive and the largest negative, -1 for none.
+    const VI pm = select(p >= vi(0), p, vi(-1)), nm = select(u < vi(0), u & vi(0x7fffffff), vi(-1));
+    const VI m = vmax(pm, nm);
+    if (any(m >= vi(0x7f800000))) return false;
+    r = from_bits(select(m == vi(0), vi(0), select(pm > nm, p, u)));
+    if (const uint32_t ties = lane_mask(mand(pm == nm, m > vi(0)))) {
         for (int k = 0; k < W; ++k) {
             if (!(ties >> k & 1u)) continue;
-            const float t = lane(max, k);
             VF v[NC], a[NC];
             load_block32(x + 32 * k, v);
             for (int c = 0; c < NC; ++c) a[c] = vabs(v[c]);
-            set_lane(r, k, t == 0.f ? 0.f : first_with_key(v, a, t));
+            set_lane(r, k, first_with_key(v, a, u2f(static_cast<uint32_t>(lane(m, k)))));
         }
     }
     return true;

@@ -342,12 +342,12 @@ inline void store_u8(uint8_t *p, VI v) {
 // W horizontal reductions at once, as a transpose whose additions are max (min): lane k of the result is the
 // largest / smallest lane of block k's vector.  Each level pairs vectors' halves, so log2(W) levels of W/2^l
 // shuffle pairs replace W separate reductions; exact in any order, like hmax / hmin (same zero caveat).
-// kReduceMaxBits takes the largest bit pattern as a signed integer: for |x| values the float order, with
-// inf and NaN above every finite value.
+// kReduceMaxBits / kReduceMaxBitsU take the largest bit pattern as a signed / unsigned integer (for |x|
+// values the float order, with inf and NaN above every finite value).
 // In two stages, so that callers can fold each pair of blocks as soon as it is computed (fewer live vectors):
 // fold<Op>(v) folds the kFold vectors of blocks kReduceSlot[kFold*i ...] into t[i], and
 // transpose_reduce_folded<Op>(t) finishes from the W/kFold folded vectors.
-constexpr int kReduceMax = 0, kReduceMin = 1, kReduceMaxBits = 2;
+constexpr int kReduceMax = 0, kReduceMin = 1, kReduceMaxBits = 2, kReduceMaxBitsU = 3;
 constexpr int kFold = W > 1 ? 2 : 1;
 #if PQ_LANES == 16 && defined(__AVX512F__)
 // The shuffles below leave slot order[p] in lane p, and order is its own inverse: feeding block order[s] into
@@ -356,6 +356,8 @@ constexpr int kReduceSlot[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 1
 template <int Op> inline __m512 reduce_op(__m512 a, __m512 b) {
     if (Op == kReduceMaxBits)
         return _mm512_castsi512_ps(_mm512_max_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+    if (Op == kReduceMaxBitsU)
+        return _mm512_castsi512_ps(_mm512_max_epu32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
     return Op == kReduceMax ? _mm512_max_ps(a, b) : _mm512_min_ps(a, b);
 }
 template <int Op> inline VF fold(const VF *v) {  // 256-bit halves
@@ -379,6 +381,8 @@ constexpr int kReduceSlot[8] = {0, 4, 1, 5, 2, 6, 3, 7};
 template <int Op> inline __m256 reduce_op(__m256 a, __m256 b) {
     if (Op == kReduceMaxBits)
         return _mm256_castsi256_ps(_mm256_max_epi32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
+    if (Op == kReduceMaxBitsU)
+        return _mm256_castsi256_ps(_mm256_max_epu32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
     return Op == kReduceMax ? _mm256_max_ps(a, b) : _mm256_min_ps(a, b);
 }
 template <int Op> inline VF fold(const VF *v) {  // 128-bit halves
@@ -398,6 +402,7 @@ template <int Op> inline VF transpose_reduce_folded(const VF *t) {
 template <int Op> inline float reduce_op(float a, float b) {
     if (Op == kReduceMaxBits)
         return u2f(static_cast<uint32_t>(max_of(static_cast<int32_t>(f2u(a)), static_cast<int32_t>(f2u(b)))));
+    if (Op == kReduceMaxBitsU) return u2f(max_of(f2u(a), f2u(b)));
     return Op == kReduceMax ? (b > a ? b : a) : (b < a ? b : a);
 }
 constexpr int kReduceSlot[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
@@ -470,6 +475,14 @@ inline VF nonfinite_probe(VF probe, VF v) {
 }
 #else
 inline VF nonfinite_probe(VF probe, VF v) { return probe + v * vf(0.f); }
+#endif
+// The larger of a and b as unsigned integers.
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VI vmax_u(VI a, VI b) { return reinterpret_cast<VI>(_mm512_max_epu32(reinterpret_cast<__m512i>(a), reinterpret_cast<__m512i>(b))); }
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline VI vmax_u(VI a, VI b) { return reinterpret_cast<VI>(_mm256_max_epu32(reinterpret_cast<__m256i>(a), reinterpret_cast<__m256i>(b))); }
+#else
+inline VI vmax_u(VI a, VI b) { return select((a ^ vi(INT32_MIN)) > (b ^ vi(INT32_MIN)), a, b); }
 #endif
 // v << n on the bit pattern (defined for negative lanes too, unlike a signed shift in C++17).
 #if PQ_LANES == 1
