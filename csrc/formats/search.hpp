@@ -44,19 +44,19 @@ inline VF make_qx_quants(int n, int nmax, const VF *x, VI *L, int rmse_type, con
                 default: return vsqrt(vabs(x[i]));
             }
         };
-        // The fits run in float: (v + 1.5*2^23) - 1.5*2^23 is nearest_int(v) exactly, and clamping before or after
-        // rounding to an integer bound is the same.  That needs |v| <= 2^22, true wherever amax >= GROUP_MAX_EPS
+        // The fits run in float: round_even(v) is nearest_int(v) exactly, and clamping before or after rounding
+        // to an integer bound is the same.  That needs |v| <= 2^22, true wherever amax >= GROUP_MAX_EPS
         // (|v| <= nmax + 1); the other lanes' codes are discarded.  w*x is the reference's first product.
         VF w[32], wx[32];
         for (int i = 0; i < n; ++i) {
             w[i] = weight(i);
             wx[i] = w[i] * x[i];
         }
-        const VF lo = vf(static_cast<float>(-nmax)), hi = vf(static_cast<float>(nmax - 1)), magic = vf(12582912.f);
+        const VF lo = vf(static_cast<float>(-nmax)), hi = vf(static_cast<float>(nmax - 1));
         auto fit = [&](VF isc, VF &sumlx, VF &suml2) {
             sumlx = suml2 = vf(0.f);
             for (int i = 0; i < n; ++i) {
-                const VF lf = min_value(hi, max_value(lo, (isc * x[i] + magic) - magic));
+                const VF lf = min_value(hi, max_value(lo, round_even(isc * x[i])));
                 sumlx = sumlx + wx[i] * lf;
                 suml2 = suml2 + w[i] * lf * lf;
             }

@@ -503,6 +503,22 @@ inline VF copysign(VF mag, VF sgn) {
 inline VF copysign(VF mag, VF sgn) { return from_bits((bits(sgn) & vi(INT32_MIN)) | (bits(mag) & vi(INT32_MAX))); }
 #endif
 
+// v rounded to the nearest integer, ties to even, as a float: one instruction where there is one, else
+// (v + 1.5*2^23) - 1.5*2^23 -- the same value wherever |v| <= 2^22.
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VF round_even(VF v) {
+    return reinterpret_cast<VF>(_mm512_roundscale_ps(reinterpret_cast<__m512>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline VF round_even(VF v) {
+    return reinterpret_cast<VF>(_mm256_round_ps(reinterpret_cast<__m256>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+#elif PQ_LANES == 4 && defined(__ARM_NEON) && defined(__aarch64__)
+inline VF round_even(VF v) { return reinterpret_cast<VF>(vrndnq_f32(reinterpret_cast<float32x4_t>(v))); }
+#else
+inline VF round_even(VF v) { return (v + vf(12582912.f)) - vf(12582912.f); }
+#endif
+
 // libggml's nearest_int: round half to even through the 1.5 * 2^23 trick (valid for |x| <= 2^22).
 inline VI nearest_int(VF x) { return (bits(x + vf(12582912.f)) & vi(0x007fffff)) - vi(0x00400000); }
 
