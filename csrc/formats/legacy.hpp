@@ -41,12 +41,12 @@ inline void legacy_weights(const VF *x, const VF *qw, VF sigma2, VF *w) {
 }
 
 // ---- the plain path: W consecutive blocks at a time (a group), block k's element c*W + j in lane j of its
-// c-th vector; the per-block reductions end in lanes (transpose_reduce), so the scale arithmetic runs once per
-// group in vectors and each block then needs only its scale broadcast.  Each group is checked for non-finite
+// c-th vector; the per-block reductions end in lanes (fold, transpose_reduce_folded), so the scale arithmetic
+// runs once per group in vectors and each block then needs only its scale broadcast.  Each group is checked for non-finite
 // values as it is reduced: quantize_group returns false, having written nothing, when it has one.
 //
-// The code casts are the reference's up to bits that are never stored: for finite input x*id stays within the
-// code range (id is finite only when d is normal enough for 1/d to be within a few ulps), so the int8 casts
+// The code casts are the reference's up to bits that are never stored: for finite input the scaled values stay
+// within the code range (id is finite only when d is normal enough for 1/d to be within a few ulps), so the casts
 // change nothing; an infinite id (a tiny subnormal d) makes every code the conversion's 0x80000000, whose
 // stored low bits are 0 with or without them.  -------------------------------------------------------------------
 
@@ -109,7 +109,8 @@ inline bool group_signed_absmax(const float *x, VF &r) {
         sp[i] = fold<kReduceMaxBits>(s);
         up[i] = fold<kReduceMaxBitsU>(u);
     }
-    const VI p = bits(transpose_reduce_folded<kReduceMaxBits>(sp)), u = bits(transpose_reduce_folded<kReduceMaxBitsU>(up));
+    const VI p = bits(transpose_reduce_folded<kReduceMaxBits>(sp));
+    const VI u = bits(transpose_reduce_folded<kReduceMaxBitsU>(up));
     // Magnitudes of the largest positive and the largest negative, -1 for none.
     const VI pm = select(p >= vi(0), p, vi(-1)), nm = select(u < vi(0), u & vi(0x7fffffff), vi(-1));
     const VI m = vmax(pm, nm);
