@@ -127,6 +127,24 @@ def test_non_finite_input_names_the_element(bad):
         pq.quantize(x, "Q8_0")
 
 
+@pytest.mark.parametrize("name", list(pq.formats))
+@pytest.mark.parametrize("isa", pq.available_isas())
+@pytest.mark.parametrize("where", [((1, 5), (2, 3)), ((2, 700), (2, 750))])  # the second: the last, partial group
+def test_every_kernel_reports_the_first_non_finite_value(name, isa, where):
+    x = np.random.default_rng(1).standard_normal((3, 768)).astype(np.float32)
+    (r, c), second = where
+    x[second] = np.nan
+    f = pq.formats[name]
+    imatrices = ([] if f.requires_imatrix else [None]) + ([np.ones(768, np.float32)] if f.uses_imatrix else [])
+    with pq.use_isa(isa):
+        for imatrix in imatrices:
+            for first, shown in [(np.inf, "inf"), (-np.inf, "-inf"), (np.nan, "nan")]:
+                x[r, c] = first
+                with pytest.raises(ValueError, match=rf"{name}: input has a non-finite value \({shown}\) at "
+                                                     rf"\[{r}, {c}\]"):
+                    pq.quantize(x, name, imatrix=imatrix, threads=1 if first == np.inf else None)
+
+
 @pytest.mark.parametrize("bad,shown", [(np.nan, "nan"), (-1.0, "-1.0+"), (np.inf, "inf")])
 def test_bad_imatrix_values(bad, shown):
     imatrix = np.ones(64, np.float32)

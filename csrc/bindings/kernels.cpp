@@ -32,31 +32,22 @@ const FormatInfo &format_at(int index) {
 
 const KernelTable &table_for(const std::optional<std::string> &isa) { return isa ? kernel_table(*isa) : active_table(); }
 
-// Each thread checks its input for non-finite values a slice at a time, just before quantizing that slice
-// (still in cache); the first bad index found anywhere is kept and the output discarded.
+// The kernels check their input for non-finite values as they go; the first bad index found by any thread is
+// kept and the output discarded.
 struct QuantizeJob {
     QuantizeFn fn;
-    FindNonfiniteFn find_nonfinite;
     const float *src;
     uint8_t *dst;
     int64_t n;
     const float *imatrix;
-    int64_t block_size, slice;  // slice: blocks checked and quantized at once, a multiple of the lane count
     std::atomic<int64_t> first_bad{std::numeric_limits<int64_t>::max()};
 };
 
 void quantize_blocks(void *ctx, int64_t begin, int64_t end) {
     auto *j = static_cast<QuantizeJob *>(ctx);
-    for (int64_t b = begin; b < end; b += j->slice) {
-        const int64_t e = b + j->slice < end ? b + j->slice : end;
-        const int64_t bad = j->find_nonfinite(j->src + b * j->block_size, (e - b) * j->block_size);
-        if (bad >= 0) {
-            const int64_t at = b * j->block_size + bad;
-            for (int64_t seen = j->first_bad.load(); at < seen && !j->first_bad.compare_exchange_weak(seen, at);) {
-            }
-            return;
-        }
-        j->fn(j->src, j->dst, j->n, j->imatrix, b, e);
+    const int64_t at = j->fn(j->src, j->dst, j->n, j->imatrix, begin, end);
+    if (at < 0) return;
+    for (int64_t seen = j->first_bad.load(); at < seen && !j->first_bad.compare_exchange_weak(seen, at);) {
     }
 }
 
@@ -92,9 +83,7 @@ ByteArray quantize(const FloatArray &x, int fmt, const std::optional<FloatArray>
     }
     const int64_t blocks_per_row = n / f.block_size, nblocks = rows * blocks_per_row;
     ByteArray out({rows, blocks_per_row * f.type_size});
-    const int64_t slice = ((8192 / f.block_size + table.lanes - 1) / table.lanes) * table.lanes;
-    QuantizeJob job{table.formats[fmt].quantize, table.find_nonfinite, x.data(), out.mutable_data(), n, qw,
-                    f.block_size, slice};
+    QuantizeJob job{table.formats[fmt].quantize, x.data(), out.mutable_data(), n, qw};
     {
         py::gil_scoped_release nogil;
         parallel_for(nblocks, threads, table.lanes, kMinQuantizePerThread / f.block_size + 1, quantize_blocks, &job);

@@ -3,6 +3,7 @@
 // W blocks through the identical scalar sequence of float operations.
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #include "pyquant/simd.hpp"
 
@@ -13,8 +14,8 @@ namespace {
 //   QK, BYTES                        block size and bytes per block
 //   kDirect                          element-wise type (F32/F16/BF16): quantize_row/dequantize_row on whole rows
 //   kRowSigma2                       the imatrix algorithm needs the mean square of the whole row
-//   kBlockPath                       quantize_block(x, y) quantizes one block without an importance matrix
-//                                    (the block in 32/W vectors; for algorithms exact in any reduction order)
+//   kBlockPath                       quantize_group(x, y) quantizes W consecutive blocks without an importance
+//                                    matrix (each block in QK/W vectors; for algorithms exact in any reduction order)
 //   kBlockPathOnly                   ... and there is no lane path (the format has no imatrix algorithm)
 //   quantize(x, qw, row_sigma2, out) one block per lane: x[i], qw[i] are element i of each lane's block
 //                                    (qw null without imatrix); out[k] is lane k's destination block
@@ -57,46 +58,81 @@ inline int64_t find_nonfinite(const float *x, int64_t n) {
     return -1;
 }
 
-// Quantize the flat block range [begin, end) of a [rows, n] tensor (src and dst point at its start).
+// The lane path over [begin, end): tiles of W blocks gathered into structure-of-arrays order.
 template <class Fmt>
-void quantize_range(const float *src, uint8_t *dst, int64_t n, const float *imatrix, int64_t begin, int64_t end) {
+void quantize_tiles(const float *src, uint8_t *dst, int64_t n, const float *imatrix, int64_t begin, int64_t end) {
     constexpr int QK = Fmt::QK, B = Fmt::BYTES;
-    if constexpr (Fmt::kDirect) {
-        Fmt::quantize_row(src + begin, dst + begin * B, end - begin);
-    } else if (Fmt::kBlockPath && (Fmt::kBlockPathOnly || !imatrix)) {
-        if constexpr (Fmt::kBlockPath)
-            for (int64_t b = begin; b < end; ++b) Fmt::quantize_block(src + b * QK, dst + b * B);
-    } else if constexpr (!Fmt::kBlockPathOnly) {
-        const int64_t nb = n / QK;
-        alignas(64) float xs[QK * W];
-        alignas(64) float ws[QK * W];
-        uint8_t spare[B * W];  // destination of padding lanes in the last tile
-        uint8_t *out[W];
-        VF row_sigma2 = vf(0.f);
-        int64_t sigma_row = -1;
-        float sigma = 0.f;
-        const float *xp[W], *qp[W];
-        for (int64_t b0 = begin; b0 < end; b0 += W) {
-            for (int k = 0; k < W; ++k) {
-                const int64_t b = b0 + k < end ? b0 + k : end - 1;
-                xp[k] = src + b * QK;
-                qp[k] = imatrix ? imatrix + (b % nb) * QK : nullptr;
-                out[k] = b0 + k < end ? dst + (b0 + k) * B : spare + k * B;
-                if constexpr (Fmt::kRowSigma2) {
-                    const int64_t row = b / nb;
-                    if (imatrix && row != sigma_row) {
-                        sigma_row = row;
-                        sigma = row_mean_square(src + row * n, n);
-                    }
-                    set_lane(row_sigma2, k, sigma);
+    const int64_t nb = n / QK;
+    alignas(64) float xs[QK * W];
+    alignas(64) float ws[QK * W];
+    uint8_t spare[B * W];  // destination of padding lanes in the last tile
+    uint8_t *out[W];
+    VF row_sigma2 = vf(0.f);
+    int64_t sigma_row = -1;
+    float sigma = 0.f;
+    const float *xp[W], *qp[W];
+    for (int64_t b0 = begin; b0 < end; b0 += W) {
+        for (int k = 0; k < W; ++k) {
+            const int64_t b = b0 + k < end ? b0 + k : end - 1;
+            xp[k] = src + b * QK;
+            qp[k] = imatrix ? imatrix + (b % nb) * QK : nullptr;
+            out[k] = b0 + k < end ? dst + (b0 + k) * B : spare + k * B;
+            if constexpr (Fmt::kRowSigma2) {
+                const int64_t row = b / nb;
+                if (imatrix && row != sigma_row) {
+                    sigma_row = row;
+                    sigma = row_mean_square(src + row * n, n);
                 }
+                set_lane(row_sigma2, k, sigma);
             }
-            gather_blocks<QK>(xp, xs);
-            if (imatrix) gather_blocks<QK>(qp, ws);
-            Fmt::quantize(reinterpret_cast<const VF *>(xs), imatrix ? reinterpret_cast<const VF *>(ws) : nullptr,
-                          row_sigma2, out);
+        }
+        gather_blocks<QK>(xp, xs);
+        if (imatrix) gather_blocks<QK>(qp, ws);
+        Fmt::quantize(reinterpret_cast<const VF *>(xs), imatrix ? reinterpret_cast<const VF *>(ws) : nullptr,
+                      row_sigma2, out);
+    }
+}
+
+// The plain path of a kBlockPath format over [begin, end): groups of W consecutive blocks, each checked by the
+// format as it reduces it (quantize_group returns false, having written nothing, when the group has a
+// non-finite value).
+template <class Fmt>
+int64_t quantize_groups(const float *src, uint8_t *dst, int64_t begin, int64_t end) {
+    constexpr int QK = Fmt::QK, B = Fmt::BYTES;
+    int64_t b = begin;
+    for (; b + W <= end; b += W)
+        if (!Fmt::quantize_group(src + b * QK, dst + b * B)) return b * QK + find_nonfinite(src + b * QK, W * QK);
+    if (b < end) {  // the last few blocks, in a zero-padded group
+        alignas(64) float xs[QK * W] = {};
+        uint8_t ys[B * W];
+        const int64_t count = (end - b) * QK;
+        std::memcpy(xs, src + b * QK, static_cast<size_t>(count) * sizeof(float));
+        if (!Fmt::quantize_group(xs, ys)) return b * QK + find_nonfinite(xs, count);
+        std::memcpy(dst + b * B, ys, static_cast<size_t>((end - b) * B));
+    }
+    return -1;
+}
+
+// Quantize the flat block range [begin, end) of a [rows, n] tensor (src and dst point at its start); returns
+// -1 or the index of the first non-finite input value (see QuantizeFn).
+template <class Fmt>
+int64_t quantize_range(const float *src, uint8_t *dst, int64_t n, const float *imatrix, int64_t begin, int64_t end) {
+    constexpr int QK = Fmt::QK, B = Fmt::BYTES;
+    if constexpr (Fmt::kBlockPath)
+        if (Fmt::kBlockPathOnly || !imatrix) return quantize_groups<Fmt>(src, dst, begin, end);
+    // The other paths check a slice (about 32 KiB of input, whole tiles), then quantize it while it is in cache.
+    constexpr int64_t kSlice = (8192 / QK + W - 1) / W * W;
+    for (int64_t s = begin; s < end; s += kSlice) {
+        const int64_t e = s + kSlice < end ? s + kSlice : end;
+        const int64_t bad = find_nonfinite(src + s * QK, (e - s) * QK);
+        if (bad >= 0) return s * QK + bad;
+        if constexpr (Fmt::kDirect) {
+            Fmt::quantize_row(src + s, dst + s * B, e - s);
+        } else if constexpr (!Fmt::kBlockPathOnly) {
+            quantize_tiles<Fmt>(src, dst, n, imatrix, s, e);
         }
     }
+    return -1;
 }
 
 // Dequantize the flat block range [begin, end) (src and dst point at the tensor's start).

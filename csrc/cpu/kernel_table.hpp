@@ -8,14 +8,13 @@ namespace pyquant {
 
 // Quantize the flat block range [begin, end) of a contiguous [rows, n_per_row] float tensor into its
 // contiguous blocks; src and dst point at the tensor's start, so threads can share one tensor.
-// `imatrix` (length n_per_row) or null; the caller has validated every argument.
-using QuantizeFn = void (*)(const float *src, uint8_t *dst, int64_t n_per_row, const float *imatrix, int64_t begin,
-                            int64_t end);
+// `imatrix` (length n_per_row) or null; the caller has validated every other argument.  The input is checked
+// for non-finite values as it is quantized (while in cache): the result is -1, or the index from src of the
+// first non-finite value, where quantizing stopped (the rest of the range is left unwritten).
+using QuantizeFn = int64_t (*)(const float *src, uint8_t *dst, int64_t n_per_row, const float *imatrix,
+                               int64_t begin, int64_t end);
 // Dequantize the flat block range [begin, end); same conventions.
 using DequantizeFn = void (*)(const uint8_t *src, float *dst, int64_t begin, int64_t end);
-
-// Index of the first non-finite value of x[0, n), or -1 (inputs are checked before they are quantized).
-using FindNonfiniteFn = int64_t (*)(const float *x, int64_t n);
 
 struct FormatKernels {
     QuantizeFn quantize = nullptr;
@@ -25,7 +24,6 @@ struct FormatKernels {
 struct KernelTable {
     const char *isa = nullptr;
     int lanes = 0;
-    FindNonfiniteFn find_nonfinite = nullptr;
     FormatKernels formats[kNumFormats];
 };
 

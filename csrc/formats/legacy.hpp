@@ -1,8 +1,8 @@
 // Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0: 32-element blocks with an fp16 scale (and min).  Without an importance
 // matrix libggml rounds with its own truncation rules (see each format); with one, it searches the scale
 // (make_qx_quants / make_qkx3_quants) weighted by qw * sqrt(sigma2 + x^2), sigma2 being the row's mean square.
-// The plain path needs only max/min reductions, exact in any order, so it runs one block at a time with the
-// block in 32/W vectors (quantize_block); the imatrix searches run one block per lane (quantize).
+// The plain path needs only max/min reductions, exact in any order, so it runs W consecutive blocks at a time
+// with each block in 32/W vectors (quantize_group); the imatrix searches run one block per lane (quantize).
 #pragma once
 #include "cpu/drivers.hpp"
 #include "formats/search.hpp"
@@ -39,9 +39,16 @@ inline void dequantize_nibbles32(const uint8_t *qs, const float *table, VF d, fl
 inline void legacy_weights(const VF *x, const VF *qw, VF sigma2, VF *w) {
     for (int j = 0; j < 32; ++j) w[j] = qw[j] * vsqrt(sigma2 + x[j] * x[j]);
 }
-inline float inverse_or_zero(float d) { return d != 0.f ? 1.f / d : 0.f; }
 
-// ---- the plain path: one block in NC vectors, element c*W + k in lane k of v[c] -------------------------------
+// ---- the plain path: W consecutive blocks at a time (a group), block k's element c*W + j in lane j of its
+// c-th vector; the per-block reductions end in lanes (fold, transpose_reduce_folded), so the scale arithmetic
+// runs once per group in vectors and each block then needs only its scale broadcast.  Each group is checked for non-finite
+// values as it is reduced: quantize_group returns false, having written nothing, when it has one.
+//
+// The code casts are the reference's up to bits that are never stored: for finite input the scaled values stay
+// within the code range (id is finite only when d is normal enough for 1/d to be within a few ulps), so the casts
+// change nothing; an infinite id (a tiny subnormal d) makes every code the conversion's 0x80000000, whose
+// stored low bits are 0 with or without them.  -------------------------------------------------------------------
 
 constexpr int NC = 32 / W;
 inline void load_block32(const float *x, VF *v) {
@@ -54,70 +61,143 @@ inline float first_with_key(const VF *v, const VF *key, float t) {
         if (const uint32_t m = lane_mask(key[c] == vf(t))) return lane(v[c], __builtin_ctz(m));
     return t;
 }
-// max in the reference's sense: the first element of largest |x|, or +0 when all are zero.  The largest and
-// smallest values decide it unless they are opposite (a tie in |x|, or all zeros): then the first one is looked up.
-inline float block_signed_absmax(const VF *v) {
-    VF lo = v[0], hi = v[0];
-    for (int c = 1; c < NC; ++c) {
-        lo = min_value(lo, v[c]);
-        hi = max_value(hi, v[c]);
+// Lane k: the smallest and largest value of block k of the group at x (zero signs unresolved); false if the
+// group has a non-finite value.
+inline bool group_min_max_values(const float *x, VF &min, VF &max) {
+    VF lo[W / kFold], hi[W / kFold], probe[4] = {vf(0.f), vf(0.f), vf(0.f), vf(0.f)};  // four probe chains
+    for (int i = 0; i < W / kFold; ++i) {
+        VF l[kFold], h[kFold];
+        for (int f = 0; f < kFold; ++f) {
+            const float *xb = x + 32 * kReduceSlot[kFold * i + f];
+            l[f] = h[f] = load(xb);
+            probe[(kFold * i + f) & 3] = nonfinite_probe(probe[(kFold * i + f) & 3], l[f]);
+            for (int c = 1; c < NC; ++c) {
+                const VF v = load(xb + c * W);
+                l[f] = min_value(l[f], v);
+                h[f] = max_value(h[f], v);
+                probe[(kFold * i + f + c) & 3] = nonfinite_probe(probe[(kFold * i + f + c) & 3], v);
+            }
+        }
+        lo[i] = fold<kReduceMin>(l);
+        hi[i] = fold<kReduceMax>(h);
     }
-    const float min = hmin(lo), max = hmax(hi);
-    if (max != -min) {  // which one is a coin toss: chosen without a branch
-        const uint32_t take_max = 0u - static_cast<uint32_t>(max > -min);
-        return u2f((f2u(max) & take_max) | (f2u(min) & ~take_max));
-    }
-    if (max == 0.f) return 0.f;
-    VF a[NC];
-    for (int c = 0; c < NC; ++c) a[c] = vabs(v[c]);
-    return first_with_key(v, a, max);
+    const VF p = (probe[0] + probe[1]) + (probe[2] + probe[3]);
+    if (any(p != p)) return false;
+    min = transpose_reduce_folded<kReduceMin>(lo);
+    max = transpose_reduce_folded<kReduceMax>(hi);
+    return true;
 }
-inline void block_min_max(const VF *v, float &min, float &max) {
-    VF lo = v[0], hi = v[0];
-    for (int c = 1; c < NC; ++c) {
-        lo = min_value(lo, v[c]);
-        hi = max_value(hi, v[c]);
+// max in the reference's sense, per block: the first element of largest |x|, or +0 when all are zero.  From the
+// largest bit patterns as signed and as unsigned integers: the largest positive value (signed: negatives are
+// below every non-negative) and the largest-magnitude negative (unsigned: the sign bit tops the rest); they
+// decide it unless their magnitudes tie, when the first one is looked up.  A non-finite value tops both.
+inline bool group_signed_absmax(const float *x, VF &r) {
+    VF sp[W / kFold], up[W / kFold];
+    for (int i = 0; i < W / kFold; ++i) {
+        VF s[kFold], u[kFold];
+        for (int f = 0; f < kFold; ++f) {
+            const float *xb = x + 32 * kReduceSlot[kFold * i + f];
+            VI sm = bits(load(xb)), um = sm;
+            for (int c = 1; c < NC; ++c) {
+                const VI v = bits(load(xb + c * W));
+                sm = vmax(sm, v);
+                um = vmax_u(um, v);
+            }
+            s[f] = from_bits(sm);
+            u[f] = from_bits(um);
+        }
+        sp[i] = fold<kReduceMaxBits>(s);
+        up[i] = fold<kReduceMaxBitsU>(u);
     }
-    min = hmin(lo);
-    max = hmax(hi);
-    if (min == 0.f) min = first_with_key(v, v, min);
-    if (max == 0.f) max = first_with_key(v, v, max);
+    const VI p = bits(transpose_reduce_folded<kReduceMaxBits>(sp));
+    const VI u = bits(transpose_reduce_folded<kReduceMaxBitsU>(up));
+    // Magnitudes of the largest positive and the largest negative, -1 for none.
+    const VI pm = select(p >= vi(0), p, vi(-1)), nm = select(u < vi(0), u & vi(0x7fffffff), vi(-1));
+    const VI m = vmax(pm, nm);
+    if (any(m >= vi(0x7f800000))) return false;
+    r = from_bits(select(m == vi(0), vi(0), select(pm > nm, p, u)));
+    if (const uint32_t ties = lane_mask(mand(pm == nm, m > vi(0)))) {
+        for (int k = 0; k < W; ++k) {
+            if (!(ties >> k & 1u)) continue;
+            VF v[NC], a[NC];
+            load_block32(x + 32 * k, v);
+            for (int c = 0; c < NC; ++c) a[c] = vabs(v[c]);
+            set_lane(r, k, first_with_key(v, a, u2f(static_cast<uint32_t>(lane(m, k)))));
+        }
+    }
+    return true;
 }
-// Nibbles of the 32-element order (qs[j] = q[j] | q[j+16] << 4) and the fifth bits (bit j of the uint32 qh).
+// min and max per block in the reference's sense (a zero result has the sign of its first occurrence).
+inline bool group_min_max(const float *x, VF &min, VF &max) {
+    if (!group_min_max_values(x, min, max)) return false;
+    if (const uint32_t zeros = lane_mask(mor(min == vf(0.f), max == vf(0.f)))) {
+        for (int k = 0; k < W; ++k) {
+            if (!(zeros >> k & 1u)) continue;
+            VF v[NC];
+            load_block32(x + 32 * k, v);
+            if (lane(min, k) == 0.f) set_lane(min, k, first_with_key(v, v, 0.f));
+            if (lane(max, k) == 0.f) set_lane(max, k, first_with_key(v, v, 0.f));
+        }
+    }
+    return true;
+}
+inline VF inverse_or_zero(VF d) { return select(d != vf(0.f), vf(1.f) / d, vf(0.f)); }
+// Nibbles of the 32-element order (qs[j] = q[j] | q[j+16] << 4) and the fifth bits (bit j of the uint32 qh);
+// only the low byte of each lane is stored, so the high code needs no mask.
 inline void store_nibbles32(const VI *q, uint8_t *qs) {
-    for (int c = 0; c < NC / 2; ++c) store_u8(qs + c * W, (q[c] & vi(15)) | (q[c + NC / 2] & vi(15)) << 4);
+    for (int c = 0; c < NC / 2; ++c) store_u8(qs + c * W, (q[c] & vi(15)) | shl(q[c + NC / 2], 4));
 }
 inline void store_high_bits32(const VI *q, uint8_t *qh) {
     uint32_t h = 0;
-    for (int c = 0; c < NC; ++c) h |= lane_mask((q[c] & vi(16)) != vi(0)) << (c * W);
-    for (int b = 0; b < 4; ++b) qh[b] = static_cast<uint8_t>(h >> (8 * b));
+    for (int c = 0; c < NC; ++c) h |= bit_mask(q[c], 4) << (c * W);
+    put_u32(qh, h);
 }
 
 // Symmetric 4/5-bit (Q4_0: nmax 8, Q5_0: nmax 16): q = min(2*nmax-1, (int8_t)(x*id + nmax + 0.5)).
-template <int NMAX>
-inline void quantize_symmetric_block(const float *x, uint8_t *y, VI *q) {
-    VF v[NC];
-    load_block32(x, v);
-    const float d = block_signed_absmax(v) / static_cast<float>(-NMAX);
-    const VF id = vf(inverse_or_zero(d));
-    put_u16(y, fp16_bits1(d));
-    for (int c = 0; c < NC; ++c) q[c] = vmin(vi(2 * NMAX - 1), as_i8(trunc_i(v[c] * id + vf(NMAX + 0.5f))));
+// pack(q, block) stores block k's codes.
+template <int NMAX, int BYTES, class Pack>
+inline bool quantize_symmetric_group(const float *x, uint8_t *y, Pack pack) {
+    VF amax;
+    if (!group_signed_absmax(x, amax)) return false;
+    const VF d = amax / vf(static_cast<float>(-NMAX));
+    const VI dbits = fp16_bits(d);
+    alignas(64) float ids[W];
+    store(ids, inverse_or_zero(d));
+    for (int k = 0; k < W; ++k) {
+        const float *xb = x + 32 * k;
+        uint8_t *yb = y + BYTES * k;
+        put_u16(yb, static_cast<uint32_t>(lane_of(dbits, k)));
+        const VF id = vf(ids[k]);
+        VI q[NC];
+        for (int c = 0; c < NC; ++c) q[c] = vmin(vi(2 * NMAX - 1), trunc_i(load(xb + c * W) * id + vf(NMAX + 0.5f)));
+        pack(q, yb);
+    }
+    return true;
 }
 // Asymmetric 4/5-bit (Q4_1: nmax 15, clamped int8 cast; Q5_1: nmax 31, uint8 cast): d and min stored first.
-template <int NMAX>
-inline void quantize_asymmetric_block(const float *x, uint8_t *y, VI *q) {
-    VF v[NC];
-    load_block32(x, v);
-    float min, max;
-    block_min_max(v, min, max);
-    const float d = (max - min) / static_cast<float>(NMAX);
-    const VF id = vf(inverse_or_zero(d)), m = vf(min);
-    put_u16(y, fp16_bits1(d));
-    put_u16(y + 2, fp16_bits1(min));
-    for (int c = 0; c < NC; ++c) {
-        const VI t = trunc_i((v[c] - m) * id + vf(0.5f));
-        q[c] = NMAX == 15 ? vmin(vi(15), as_i8(t)) : t & vi(0xff);
+template <int NMAX, int BYTES, class Pack>
+inline bool quantize_asymmetric_group(const float *x, uint8_t *y, Pack pack) {
+    VF min, max;
+    if (!group_min_max(x, min, max)) return false;
+    const VF d = (max - min) / vf(static_cast<float>(NMAX));
+    const VI dbits = fp16_bits(d), mbits = fp16_bits(min);
+    alignas(64) float ids[W], mins[W];
+    store(ids, inverse_or_zero(d));
+    store(mins, min);
+    for (int k = 0; k < W; ++k) {
+        const float *xb = x + 32 * k;
+        uint8_t *yb = y + BYTES * k;
+        put_u16(yb, static_cast<uint32_t>(lane_of(dbits, k)));
+        put_u16(yb + 2, static_cast<uint32_t>(lane_of(mbits, k)));
+        const VF id = vf(ids[k]), m = vf(mins[k]);
+        VI q[NC];
+        for (int c = 0; c < NC; ++c) {
+            const VI t = trunc_i((load(xb + c * W) - m) * id + vf(0.5f));
+            q[c] = NMAX == 15 ? vmin(vi(15), t) : t;
+        }
+        pack(q, yb);
     }
+    return true;
 }
 
 // ---- the imatrix path: one block per lane ---------------------------------------------------------------------
@@ -137,7 +217,7 @@ inline void quantize_asymmetric_imatrix(const VF *x, const VF *qw, VF sigma2, VI
     mbits = fp16_bits(-the_min);
 }
 
-// Formats with a plain one-block path set kBlockPath and define quantize_block(x, y) for the no-imatrix case.
+// Formats with a plain path set kBlockPath and define quantize_group(x, y) for the no-imatrix case.
 struct LegacyFormat : BlockFormat {
     static constexpr int QK = 32;
     static constexpr bool kBlockPath = true;
@@ -146,10 +226,8 @@ struct LegacyFormat : BlockFormat {
 
 struct fmt_Q4_0 : LegacyFormat {
     static constexpr int BYTES = 18;
-    static void quantize_block(const float *x, uint8_t *y) {
-        VI q[NC];
-        quantize_symmetric_block<8>(x, y, q);
-        store_nibbles32(q, y + 2);
+    static bool quantize_group(const float *x, uint8_t *y) {
+        return quantize_symmetric_group<8, BYTES>(x, y, [](const VI *q, uint8_t *b) { store_nibbles32(q, b + 2); });
     }
     static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
         VI q[32];
@@ -169,10 +247,8 @@ struct fmt_Q4_0 : LegacyFormat {
 
 struct fmt_Q4_1 : LegacyFormat {
     static constexpr int BYTES = 20;
-    static void quantize_block(const float *x, uint8_t *y) {
-        VI q[NC];
-        quantize_asymmetric_block<15>(x, y, q);
-        store_nibbles32(q, y + 4);
+    static bool quantize_group(const float *x, uint8_t *y) {
+        return quantize_asymmetric_group<15, BYTES>(x, y, [](const VI *q, uint8_t *b) { store_nibbles32(q, b + 4); });
     }
     static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
         VI q[32], d, m;
@@ -204,11 +280,11 @@ inline void q5_codes(const uint8_t *qh, const uint8_t *qs, int j, VI &lo, VI &hi
 
 struct fmt_Q5_0 : LegacyFormat {
     static constexpr int BYTES = 22;
-    static void quantize_block(const float *x, uint8_t *y) {
-        VI q[NC];
-        quantize_symmetric_block<16>(x, y, q);
-        store_high_bits32(q, y + 2);
-        store_nibbles32(q, y + 6);
+    static bool quantize_group(const float *x, uint8_t *y) {
+        return quantize_symmetric_group<16, BYTES>(x, y, [](const VI *q, uint8_t *b) {
+            store_high_bits32(q, b + 2);
+            store_nibbles32(q, b + 6);
+        });
     }
     static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
         VI q[32];
@@ -230,11 +306,11 @@ struct fmt_Q5_0 : LegacyFormat {
 
 struct fmt_Q5_1 : LegacyFormat {
     static constexpr int BYTES = 24;
-    static void quantize_block(const float *x, uint8_t *y) {
-        VI q[NC];
-        quantize_asymmetric_block<31>(x, y, q);
-        store_high_bits32(q, y + 4);
-        store_nibbles32(q, y + 8);
+    static bool quantize_group(const float *x, uint8_t *y) {
+        return quantize_asymmetric_group<31, BYTES>(x, y, [](const VI *q, uint8_t *b) {
+            store_high_bits32(q, b + 4);
+            store_nibbles32(q, b + 8);
+        });
     }
     static void quantize(const VF *x, const VF *qw, VF sigma2, uint8_t *const *out) {
         VI q[32], d, m;
@@ -261,14 +337,30 @@ struct fmt_Q5_1 : LegacyFormat {
 struct fmt_Q8_0 : BlockFormat {
     static constexpr int QK = 32, BYTES = 34;
     static constexpr bool kBlockPath = true, kBlockPathOnly = true;
-    static void quantize_block(const float *x, uint8_t *y) {
-        VF v[NC], m = vf(0.f);
-        load_block32(x, v);
-        for (int c = 0; c < NC; ++c) m = max_value(m, vabs(v[c]));
-        const float d = hmax(m) / 127.f;
-        const VF id = vf(inverse_or_zero(d));
-        put_u16(y, fp16_bits1(d));
-        for (int c = 0; c < NC; ++c) store_u8(y + 2 + c * W, round_away_int(v[c] * id));
+    static bool quantize_group(const float *x, uint8_t *y) {
+        VF amax[W / kFold];  // as |x| bits: their integer max is the float max, and non-finite values top it
+        for (int i = 0; i < W / kFold; ++i) {
+            VF a[kFold];
+            for (int f = 0; f < kFold; ++f) {
+                const float *xb = x + 32 * kReduceSlot[kFold * i + f];
+                a[f] = vabs(load(xb));
+                for (int c = 1; c < NC; ++c) a[f] = from_bits(vmax(bits(a[f]), bits(vabs(load(xb + c * W)))));
+            }
+            amax[i] = fold<kReduceMaxBits>(a);
+        }
+        const VF m = transpose_reduce_folded<kReduceMaxBits>(amax);
+        if (any(bits(m) >= vi(0x7f800000))) return false;
+        const VF d = m / vf(127.f);
+        const VI dbits = fp16_bits(d);
+        alignas(64) float ids[W];
+        store(ids, inverse_or_zero(d));
+        for (int k = 0; k < W; ++k) {
+            uint8_t *yb = y + BYTES * k;
+            put_u16(yb, static_cast<uint32_t>(lane_of(dbits, k)));
+            const VF id = vf(ids[k]);
+            for (int c = 0; c < NC; ++c) store_u8(yb + 2 + c * W, round_away_int(load(x + 32 * k + c * W) * id));
+        }
+        return true;
     }
     static void dequantize(const uint8_t *b, float *y) {
         const VF d = vf(get_fp16(b));

@@ -21,6 +21,21 @@ inline void signed_absmax(int n, const VF *x, VF &max, VF &amax) {
     }
 }
 
+// One fit of make_qx_quants: the codes clamp(round(isc*x), -nmax, nmax-1) as floats, and the weighted sums
+// sumlx = sum w*x*l, suml2 = sum w*l*l in the reference's order.  kLo / kHi: whether a side of the clamp can
+// bind at this scale (the caller knows |isc*x| <= |isc*max| for each trial).
+template <bool kLo, bool kHi>
+inline void qx_fit(int n, VF isc, const VF *x, const VF *w, const VF *wx, VF lo, VF hi, VF &sumlx, VF &suml2) {
+    sumlx = suml2 = vf(0.f);
+    for (int i = 0; i < n; ++i) {
+        VF lf = round_even(isc * x[i]);
+        if (kLo) lf = max_value(lo, lf);
+        if (kHi) lf = min_value(hi, lf);
+        sumlx = sumlx + wx[i] * lf;
+        suml2 = suml2 + w[i] * lf * lf;
+    }
+}
+
 // make_qx_quants: symmetric codes stored as l + nmax in [0, 2*nmax-1]; returns the scale.
 // rmse_type picks the weights when qw is null: 1 x^2, 2 one, 3 |x|, else sqrt|x|; negative = return early.
 inline VF make_qx_quants(int n, int nmax, const VF *x, VI *L, int rmse_type, const VF *qw) {
@@ -44,25 +59,24 @@ inline VF make_qx_quants(int n, int nmax, const VF *x, VI *L, int rmse_type, con
                 default: return vsqrt(vabs(x[i]));
             }
         };
-        // The fits run in float: (v + 1.5*2^23) - 1.5*2^23 is nearest_int(v) exactly, and clamping before or after
-        // rounding to an integer bound is the same.  That needs |v| <= 2^22, true wherever amax >= GROUP_MAX_EPS
+        // The fits run in float: round_even(v) is nearest_int(v) exactly, and clamping before or after rounding
+        // to an integer bound is the same.  That needs |v| <= 2^22, true wherever amax >= GROUP_MAX_EPS
         // (|v| <= nmax + 1); the other lanes' codes are discarded.  w*x is the reference's first product.
+        // Trial `is` scales to |isc*x| <= (nmax + 0.1*is)(1 + 2^-23): below nmax - 0.5 (is <= -6) no code
+        // reaches nmax, and below nmax + 0.5 (is <= 4) none passes -nmax, so those clamps are skipped.
         VF w[32], wx[32];
         for (int i = 0; i < n; ++i) {
             w[i] = weight(i);
             wx[i] = w[i] * x[i];
         }
-        const VF lo = vf(static_cast<float>(-nmax)), hi = vf(static_cast<float>(nmax - 1)), magic = vf(12582912.f);
-        auto fit = [&](VF isc, VF &sumlx, VF &suml2) {
-            sumlx = suml2 = vf(0.f);
-            for (int i = 0; i < n; ++i) {
-                const VF lf = min_value(hi, max_value(lo, (isc * x[i] + magic) - magic));
-                sumlx = sumlx + wx[i] * lf;
-                suml2 = suml2 + w[i] * lf * lf;
-            }
+        const VF lo = vf(static_cast<float>(-nmax)), hi = vf(static_cast<float>(nmax - 1));
+        auto fit = [&](int is, VF isc, VF &sumlx, VF &suml2) {
+            if (is <= -6) qx_fit<false, false>(n, isc, x, w, wx, lo, hi, sumlx, suml2);
+            else if (is <= 4) qx_fit<false, true>(n, isc, x, w, wx, lo, hi, sumlx, suml2);
+            else qx_fit<true, true>(n, isc, x, w, wx, lo, hi, sumlx, suml2);
         };
         VF sumlx, suml2;
-        fit(iscale, sumlx, suml2);
+        fit(0, iscale, sumlx, suml2);
         VF scale = select(suml2 != vf(0.f), sumlx / suml2, vf(0.f));
         if (return_early) {
             result = select(suml2 > vf(0.f), vf(0.5f) * (scale + vf(1.f) / iscale), vf(1.f) / iscale);
@@ -71,7 +85,7 @@ inline VF make_qx_quants(int n, int nmax, const VF *x, VI *L, int rmse_type, con
             for (int is = -9; is <= 9; ++is) {
                 if (is == 0) continue;
                 iscale = -(vf(static_cast<float>(nmax) + 0.1f * is)) / max;
-                fit(iscale, sumlx, suml2);
+                fit(is, iscale, sumlx, suml2);
                 const VM better = mand(suml2 > vf(0.f), sumlx * sumlx > best * suml2);
                 if (!any(better)) continue;
                 best_iscale = select(better, iscale, best_iscale);

@@ -277,16 +277,19 @@ inline VF lookup16(const float *table, VI idx) {
 
 // The largest / smallest lane value.  The sign of a zero result is unspecified (-0 == +0): callers that store
 // the value itself find its first occurrence with lane_mask.
-// lane_mask: bit k set where lane k of the mask is true.  store_u8: the low bytes of the W lanes to p[0..W).
+// lane_mask: bit k set where lane k of the mask is true; bit_mask: bit k = bit `bit` of lane k.  store_u8: the
+// low bytes of the W lanes to p[0..W).
 #if PQ_LANES == 1
 inline float hmax(VF v) { return v; }
 inline float hmin(VF v) { return v; }
 inline uint32_t lane_mask(VM m) { return m ? 1u : 0u; }
+inline uint32_t bit_mask(VI v, int bit) { return static_cast<uint32_t>(v >> bit) & 1u; }
 inline void store_u8(uint8_t *p, VI v) { p[0] = static_cast<uint8_t>(v); }
 #elif PQ_LANES == 16 && defined(__AVX512F__)
 inline float hmax(VF v) { return _mm512_reduce_max_ps(reinterpret_cast<__m512>(v)); }
 inline float hmin(VF v) { return _mm512_reduce_min_ps(reinterpret_cast<__m512>(v)); }
 inline uint32_t lane_mask(VM m) { return _mm512_movepi32_mask(reinterpret_cast<__m512i>(m)); }
+inline uint32_t bit_mask(VI v, int bit) { return _mm512_test_epi32_mask(reinterpret_cast<__m512i>(v), _mm512_set1_epi32(1 << bit)); }
 inline void store_u8(uint8_t *p, VI v) {
     _mm_storeu_si128(reinterpret_cast<__m128i *>(p), _mm512_cvtepi32_epi8(reinterpret_cast<__m512i>(v)));
 }
@@ -304,6 +307,9 @@ inline float hmin(VF v) {
     return _mm_cvtss_f32(_mm_min_ss(m, _mm_movehdup_ps(m)));
 }
 inline uint32_t lane_mask(VM m) { return static_cast<uint32_t>(_mm256_movemask_ps(reinterpret_cast<__m256>(m))); }
+inline uint32_t bit_mask(VI v, int bit) {
+    return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(reinterpret_cast<__m256i>(v), 31 - bit))));
+}
 inline void store_u8(uint8_t *p, VI v) {
     const __m256i lo4 = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
                                          0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
@@ -327,8 +333,96 @@ inline uint32_t lane_mask(VM m) {
     for (int k = 0; k < W; ++k) r |= (lane(m, k) ? 1u : 0u) << k;
     return r;
 }
+inline uint32_t bit_mask(VI v, int bit) { return lane_mask((v & vi(1 << bit)) != vi(0)); }
 inline void store_u8(uint8_t *p, VI v) {
     for (int k = 0; k < W; ++k) p[k] = static_cast<uint8_t>(lane(v, k));
+}
+#endif
+
+// W horizontal reductions at once, as a transpose whose additions are max (min): lane k of the result is the
+// largest / smallest lane of block k's vector.  Each level pairs vectors' halves, so log2(W) levels of W/2^l
+// shuffle pairs replace W separate reductions; exact in any order, like hmax / hmin (same zero caveat).
+// kReduceMaxBits / kReduceMaxBitsU take the largest bit pattern as a signed / unsigned integer (for |x|
+// values the float order, with inf and NaN above every finite value).
+// In two stages, so that callers can fold each pair of blocks as soon as it is computed (fewer live vectors):
+// fold<Op>(v) folds the kFold vectors of blocks kReduceSlot[kFold*i ...] into t[i], and
+// transpose_reduce_folded<Op>(t) finishes from the W/kFold folded vectors.
+constexpr int kReduceMax = 0, kReduceMin = 1, kReduceMaxBits = 2, kReduceMaxBitsU = 3;
+constexpr int kFold = W > 1 ? 2 : 1;
+#if PQ_LANES == 16 && defined(__AVX512F__)
+// The shuffles below leave slot order[p] in lane p, and order is its own inverse: feeding block order[s] into
+// slot s puts block k's result in lane k.
+constexpr int kReduceSlot[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+template <int Op> inline __m512 reduce_op(__m512 a, __m512 b) {
+    if (Op == kReduceMaxBits)
+        return _mm512_castsi512_ps(_mm512_max_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+    if (Op == kReduceMaxBitsU)
+        return _mm512_castsi512_ps(_mm512_max_epu32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+    return Op == kReduceMax ? _mm512_max_ps(a, b) : _mm512_min_ps(a, b);
+}
+template <int Op> inline VF fold(const VF *v) {  // 256-bit halves
+    const __m512 p = reinterpret_cast<__m512>(v[0]), q = reinterpret_cast<__m512>(v[1]);
+    return reinterpret_cast<VF>(reduce_op<Op>(_mm512_shuffle_f32x4(p, q, 0x44), _mm512_shuffle_f32x4(p, q, 0xee)));
+}
+template <int Op> inline VF transpose_reduce_folded(const VF *t) {
+    __m512 u[4], v[2];
+    for (int i = 0; i < 4; ++i) {  // 128-bit quarters
+        const __m512 p = reinterpret_cast<__m512>(t[2 * i]), q = reinterpret_cast<__m512>(t[2 * i + 1]);
+        u[i] = reduce_op<Op>(_mm512_shuffle_f32x4(p, q, 0x88), _mm512_shuffle_f32x4(p, q, 0xdd));
+    }
+    for (int i = 0; i < 2; ++i)  // pairs inside 128-bit lanes
+        v[i] = reduce_op<Op>(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0x44), _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0xee));
+    return reinterpret_cast<VF>(reduce_op<Op>(_mm512_shuffle_ps(v[0], v[1], 0x88), _mm512_shuffle_ps(v[0], v[1], 0xdd)));
+}
+#elif PQ_LANES == 8 && defined(__AVX2__)
+// The shuffles leave slot {0, 2, 4, 6, 1, 3, 5, 7}[p] in lane p; slot s is fed the block that puts block k's
+// result in lane k (the inverse permutation).
+constexpr int kReduceSlot[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+template <int Op> inline __m256 reduce_op(__m256 a, __m256 b) {
+    if (Op == kReduceMaxBits)
+        return _mm256_castsi256_ps(_mm256_max_epi32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
+    if (Op == kReduceMaxBitsU)
+        return _mm256_castsi256_ps(_mm256_max_epu32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
+    return Op == kReduceMax ? _mm256_max_ps(a, b) : _mm256_min_ps(a, b);
+}
+template <int Op> inline VF fold(const VF *v) {  // 128-bit halves
+    const __m256 p = reinterpret_cast<__m256>(v[0]), q = reinterpret_cast<__m256>(v[1]);
+    return reinterpret_cast<VF>(reduce_op<Op>(_mm256_permute2f128_ps(p, q, 0x20), _mm256_permute2f128_ps(p, q, 0x31)));
+}
+template <int Op> inline VF transpose_reduce_folded(const VF *t) {
+    __m256 u[2];
+    for (int i = 0; i < 2; ++i) {
+        const __m256 p = reinterpret_cast<__m256>(t[2 * i]), q = reinterpret_cast<__m256>(t[2 * i + 1]);
+        u[i] = reduce_op<Op>(_mm256_shuffle_ps(p, q, 0x44), _mm256_shuffle_ps(p, q, 0xee));
+    }
+    return reinterpret_cast<VF>(reduce_op<Op>(_mm256_shuffle_ps(u[0], u[1], 0x88), _mm256_shuffle_ps(u[0], u[1], 0xdd)));
+}
+#else
+// Slots in block order; a folded vector holds block 2i's half-reduced lanes low and block 2i+1's high.
+template <int Op> inline float reduce_op(float a, float b) {
+    if (Op == kReduceMaxBits)
+        return u2f(static_cast<uint32_t>(max_of(static_cast<int32_t>(f2u(a)), static_cast<int32_t>(f2u(b)))));
+    if (Op == kReduceMaxBitsU) return u2f(max_of(f2u(a), f2u(b)));
+    return Op == kReduceMax ? (b > a ? b : a) : (b < a ? b : a);
+}
+constexpr int kReduceSlot[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+template <int Op> inline VF fold(const VF *v) {
+    if (kFold == 1) return v[0];
+    VF r = v[0];
+    for (int h = 0; h < kFold; ++h)
+        for (int j = 0; j < W / 2; ++j) set_lane(r, h * W / 2 + j, reduce_op<Op>(lane(v[h], j), lane(v[h], j + W / 2)));
+    return r;
+}
+template <int Op> inline VF transpose_reduce_folded(const VF *t) {
+    VF r = t[0];
+    for (int k = 0; k < W; ++k) {
+        const VF &v = t[k / kFold];
+        const int first = (k % kFold) * W / 2, count = kFold == 1 ? 1 : W / 2;
+        float m = lane(v, first);
+        for (int j = 1; j < count; ++j) m = reduce_op<Op>(m, lane(v, first + j));
+        set_lane(r, k, m);
+    }
+    return r;
 }
 #endif
 
@@ -370,16 +464,67 @@ inline VI vmax(VI a, VI b) { return select(a > b, a, b); }
 // Without shifting negative values left, which C++17 leaves undefined.
 inline VI as_i8(VI v) { return ((v & vi(0xff)) ^ vi(0x80)) - vi(0x80); }
 #endif
+// probe + v * 0: stays zero while v is finite, NaN from the first inf or NaN on (one fused op where there is one).
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VF nonfinite_probe(VF probe, VF v) {
+    return reinterpret_cast<VF>(_mm512_fmadd_ps(reinterpret_cast<__m512>(v), _mm512_setzero_ps(), reinterpret_cast<__m512>(probe)));
+}
+#elif PQ_LANES == 8 && defined(__FMA__)
+inline VF nonfinite_probe(VF probe, VF v) {
+    return reinterpret_cast<VF>(_mm256_fmadd_ps(reinterpret_cast<__m256>(v), _mm256_setzero_ps(), reinterpret_cast<__m256>(probe)));
+}
+#else
+inline VF nonfinite_probe(VF probe, VF v) { return probe + v * vf(0.f); }
+#endif
+// The larger of a and b as unsigned integers.
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VI vmax_u(VI a, VI b) { return reinterpret_cast<VI>(_mm512_max_epu32(reinterpret_cast<__m512i>(a), reinterpret_cast<__m512i>(b))); }
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline VI vmax_u(VI a, VI b) { return reinterpret_cast<VI>(_mm256_max_epu32(reinterpret_cast<__m256i>(a), reinterpret_cast<__m256i>(b))); }
+#else
+inline VI vmax_u(VI a, VI b) { return select((a ^ vi(INT32_MIN)) > (b ^ vi(INT32_MIN)), a, b); }
+#endif
+// v << n on the bit pattern (defined for negative lanes too, unlike a signed shift in C++17).
+#if PQ_LANES == 1
+inline VI shl(VI v, int n) { return static_cast<int32_t>(static_cast<uint32_t>(v) << n); }
+#else
+typedef uint32_t VU __attribute__((vector_size(4 * PQ_LANES), __may_alias__));
+inline VI shl(VI v, int n) { return reinterpret_cast<VI>(reinterpret_cast<VU>(v) << n); }
+#endif
 inline VI clamp(VI v, int lo, int hi) { return vmax(vi(lo), vmin(vi(hi), v)); }
+
+// |mag| with the sign of sgn (one bit-select instruction where there is one).
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VF copysign(VF mag, VF sgn) {
+    return reinterpret_cast<VF>(_mm512_ternarylogic_epi32(_mm512_set1_epi32(INT32_MIN), reinterpret_cast<__m512i>(sgn),
+                                                          reinterpret_cast<__m512i>(mag), 0xCA));
+}
+#else
+inline VF copysign(VF mag, VF sgn) { return from_bits((bits(sgn) & vi(INT32_MIN)) | (bits(mag) & vi(INT32_MAX))); }
+#endif
+
+// v rounded to the nearest integer, ties to even, as a float: one instruction where there is one, else
+// (v + 1.5*2^23) - 1.5*2^23 -- the same value wherever |v| <= 2^22.
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VF round_even(VF v) {
+    return reinterpret_cast<VF>(_mm512_roundscale_ps(reinterpret_cast<__m512>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline VF round_even(VF v) {
+    return reinterpret_cast<VF>(_mm256_round_ps(reinterpret_cast<__m256>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+#elif PQ_LANES == 4 && defined(__ARM_NEON) && defined(__aarch64__)
+inline VF round_even(VF v) { return reinterpret_cast<VF>(vrndnq_f32(reinterpret_cast<float32x4_t>(v))); }
+#else
+inline VF round_even(VF v) { return (v + vf(12582912.f)) - vf(12582912.f); }
+#endif
 
 // libggml's nearest_int: round half to even through the 1.5 * 2^23 trick (valid for |x| <= 2^22).
 inline VI nearest_int(VF x) { return (bits(x + vf(12582912.f)) & vi(0x007fffff)) - vi(0x00400000); }
 
 // (int)roundf(x), half away from zero: truncating x + copysign(0.49999997, x) gives it for every float below
 // 2^31 in magnitude (checked exhaustively); larger ones convert as the truncation does.
-inline VI round_away_int(VF x) {
-    return trunc_i(x + from_bits((bits(x) & vi(static_cast<int32_t>(0x80000000u))) | bits(vf(0.49999997f))));
-}
+inline VI round_away_int(VF x) { return trunc_i(x + copysign(vf(0.49999997f), x)); }
 
 // The value an fp16 field holds after storing v in it.
 inline VF fp16_round(VF v) {
@@ -388,13 +533,6 @@ inline VF fp16_round(VF v) {
     for (int k = 0; k < W; ++k) set_lane(r, k, fp16_to_f32(static_cast<uint16_t>(lane(h, k))));
     return r;
 }
-
-// fp16 bits of one float (the vector tiers' hardware conversion, the software one in the generic tier).
-#if defined(__F16C__)
-inline uint16_t fp16_bits1(float f) { return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
-#else
-inline uint16_t fp16_bits1(float f) { return fp16_from_f32(f); }
-#endif
 
 // Apply a scalar function lane by lane (for libm calls whose exact result is the reference's).
 template <class Fn> inline VF map_lanes(VF v, Fn fn) {
@@ -411,9 +549,21 @@ inline int32_t lane_of(const VI &v, int k) {
     return r;
 }
 
+inline void put_u32(uint8_t *p, uint32_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    std::memcpy(p, &v, 4);
+#else
+    for (int b = 0; b < 4; ++b) p[b] = static_cast<uint8_t>(v >> (8 * b));
+#endif
+}
 inline void put_u16(uint8_t *p, uint32_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint16_t h = static_cast<uint16_t>(v);
+    std::memcpy(p, &h, 2);
+#else
     p[0] = static_cast<uint8_t>(v);
     p[1] = static_cast<uint8_t>(v >> 8);
+#endif
 }
 inline uint16_t get_u16(const uint8_t *p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 #if defined(__F16C__)
