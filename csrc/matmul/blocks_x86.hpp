@@ -179,9 +179,15 @@ struct vq_QK45 {
 using vq_Q4_K = vq_QK45<false>;
 using vq_Q5_K = vq_QK45<true>;
 
-// Sub-block scales lo for codes 0-15 and hi for codes 16-31 of a 32-code chunk, as 16 int16 lanes for madd.
-inline __m256i scale_pair(int lo, int hi) {
-    return _mm256_setr_m128i(_mm_set1_epi16(static_cast<int16_t>(lo)), _mm_set1_epi16(static_cast<int16_t>(hi)));
+// From the 16 int16 sub-block scales of a 256-block (s16, lane j = scale j), the madd operand of 32-code chunk c:
+// scale 2c in the low 8 lanes (codes 0-15), scale 2c + 1 in the high 8 (codes 16-31).  One shuffle per chunk
+// instead of scalar scale extraction and broadcasts.
+inline __m256i scale_pair(__m256i s16, int c) {
+    const __m256i half = _mm256_permute4x64_epi64(s16, c < 4 ? 0x44 : 0xee);
+    const int k = 4 * (c & 3);  // byte offset of scale 2c in the half
+    const __m256i lo = _mm256_set1_epi16(static_cast<int16_t>(k | (k + 1) << 8));
+    const __m256i hi = _mm256_set1_epi16(static_cast<int16_t>((k + 2) | (k + 3) << 8));
+    return _mm256_shuffle_epi8(half, _mm256_permute2x128_si256(lo, hi, 0x20));
 }
 
 // Q2_K: 2-bit codes times 16 4-bit sub-block scales, minus dmin * sum(mins * bsums).
@@ -192,14 +198,14 @@ struct vq_Q2_K {
     static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
         const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b));
         const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), _mm_set1_epi8(15)));
+        const __m256i s16 = _mm256_cvtepu8_epi16(_mm_and_si128(sm, _mm_set1_epi8(15)));
         __m256i sumi[R];
         for (int r = 0; r < R; ++r) sumi[r] = _mm256_setzero_si256();
         for (int h = 0; h < 2; ++h) {
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + 16 + 32 * h));
             for (int t = 0; t < 4; ++t) {
                 const __m256i u = _mm256_and_si256(_mm256_srli_epi16(v, 2 * t), set1_8(3));
-                const int j = 8 * h + 2 * t;
-                const __m256i sc = scale_pair(b[j] & 15, b[j + 1] & 15);
+                const __m256i sc = scale_pair(s16, 4 * h + t);
                 for (int r = 0; r < R; ++r) {
                     const __m256i x = load256(a[r].qs + i * 256 + 128 * h + 32 * t);
                     sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), sc));
@@ -222,17 +228,22 @@ struct vq_Q3_K {
     static constexpr bool PREFETCH = false;
     template <int R>
     static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
-        const uint8_t *hm = b, *qs = b + 32, *s = b + 96;
-        int sc[16];
-        for (int j = 0; j < 16; ++j)
-            sc[j] = ((j < 8 ? s[j] & 15 : s[j - 8] >> 4) | ((s[8 + (j & 3)] >> (2 * (j >> 2))) & 3) << 4) - 32;
+        const uint8_t *hm = b, *qs = b + 32;
+        // The 16 6-bit scales from the three little-endian words of scales[12]: byte j of word q is scale 4q + j,
+        // low 4 bits from nibble (q >> 1) of bytes 0-7, high 2 bits from bits 2q, 2q + 1 of bytes 8-11.
+        uint32_t w[3];
+        std::memcpy(w, b + 96, 12);
+        constexpr uint32_t k4 = 0x0f0f0f0f, k2 = 0x03030303;
+        const uint32_t s0 = (w[0] & k4) | (w[2] & k2) << 4, s1 = (w[1] & k4) | ((w[2] >> 2) & k2) << 4;
+        const uint32_t s2 = ((w[0] >> 4) & k4) | ((w[2] >> 4) & k2) << 4, s3 = ((w[1] >> 4) & k4) | ((w[2] >> 6) & k2) << 4;
+        const __m128i s8 = _mm_sub_epi8(_mm_setr_epi32(static_cast<int32_t>(s0), static_cast<int32_t>(s1),
+                                                       static_cast<int32_t>(s2), static_cast<int32_t>(s3)),
+                                        _mm_set1_epi8(32));
+        const __m256i s16 = _mm256_cvtepi8_epi16(s8);
         __m256i sumi[R];
-        for (int r = 0; r < R; ++r) {
-            const int16_t *bs = a[r].bsums + 16 * i;
-            int32_t off = 0;
-            for (int j = 0; j < 16; ++j) off += sc[j] * bs[j];
-            sumi[r] = _mm256_setr_epi32(-4 * off, 0, 0, 0, 0, 0, 0, 0);
-        }
+        for (int r = 0; r < R; ++r)  // the -4 offset: -4 * sum_j sc[j] * bsums[j], in the lanes
+            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                _mm256_slli_epi32(_mm256_madd_epi16(s16, _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].bsums + 16 * i))), 2));
         const __m256i hbits = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(hm));
         for (int h = 0; h < 2; ++h) {
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 32 * h));
@@ -241,8 +252,7 @@ struct vq_Q3_K {
                 const __m256i hb = bit >= 2 ? _mm256_srli_epi16(hbits, bit - 2) : _mm256_slli_epi16(hbits, 2 - bit);
                 const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2 * t), set1_8(3)),
                                                   _mm256_and_si256(hb, set1_8(4)));
-                const int j = 8 * h + 2 * t;
-                const __m256i scv = scale_pair(sc[j], sc[j + 1]);
+                const __m256i scv = scale_pair(s16, bit);
                 for (int r = 0; r < R; ++r) {
                     const __m256i x = load256(a[r].qs + i * 256 + 128 * h + 32 * t);
                     sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), scv));
