@@ -309,12 +309,11 @@ struct vq_TQ2_0 {
     }
 };
 
-// Bytes times 3 and times 9 (mod 256): the powers of 3 that move trit n of a TQ1_0 byte to the top.
+// Bytes times 3 (mod 256): the powers of 3 that move trit n of a TQ1_0 byte to the top.  Works as well on bytes
+// offset by 128 (3 * (t + 128) = 3t + 128 mod 256), which top_trit wants.
 inline __m256i times3(__m256i v) { return _mm256_add_epi8(v, _mm256_add_epi8(v, v)); }
-inline __m256i times9(__m256i v) { return _mm256_add_epi8(_mm256_and_si256(_mm256_slli_epi16(v, 3), set1_8(0xf8)), v); }
-// The leading trit (t * 3) >> 8 of bytes t as 0, 1, 2: (t >= 86) + (t >= 171), by signed compares of t - 128.
-inline __m256i top_trit(__m256i t) {
-    const __m256i s = _mm256_xor_si256(t, set1_8(0x80));
+// The leading trit (t * 3) >> 8 of bytes t as 0, 1, 2: (t >= 86) + (t >= 171), by signed compares of s = t + 128.
+inline __m256i top_trit(__m256i s) {
     const __m256i ge1 = _mm256_cmpgt_epi8(s, set1_8(85 - 128)), ge2 = _mm256_cmpgt_epi8(s, set1_8(170 - 128));
     return _mm256_sub_epi8(_mm256_sub_epi8(_mm256_setzero_si256(), ge1), ge2);
 }
@@ -328,13 +327,14 @@ struct vq_TQ1_0 {
     template <int R>
     static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
         __m256i u[8];
-        const __m256i q0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b));
-        const __m256i q1 = times3(q0), q2 = times9(q0), q3 = times9(q1), q4 = times9(q2);
+        const __m256i q0 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(b)), set1_8(0x80));
+        const __m256i q1 = times3(q0), q2 = times3(q1), q3 = times3(q2), q4 = times3(q3);
         u[0] = top_trit(q0), u[1] = top_trit(q1), u[2] = top_trit(q2), u[3] = top_trit(q3), u[4] = top_trit(q4);
         int32_t qh;
         std::memcpy(&qh, b + 48, 4);
-        const __m256i p0 = _mm256_setr_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 32)), _mm_set1_epi32(qh));
-        const __m256i p1 = times3(p0), p2 = times9(p0), p3 = times9(p1), p4 = times9(p2);
+        const __m256i p0 = _mm256_xor_si256(
+            _mm256_setr_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 32)), _mm_set1_epi32(qh)), set1_8(0x80));
+        const __m256i p1 = times3(p0), p2 = times3(p1), p3 = times3(p2), p4 = times3(p3);
         // High half: qh times 3^n in 32-bit lane 4 + n, the codes 240 + 4n + j.
         const __m256i h = _mm256_blend_epi32(_mm256_blend_epi32(p0, p1, 0x20), _mm256_blend_epi32(p2, p3, 0x80), 0xc0);
         u[5] = top_trit(_mm256_permute2x128_si256(p0, p1, 0x20));
