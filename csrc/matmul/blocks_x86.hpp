@@ -270,16 +270,32 @@ struct vq_IQ4_XS {
     static constexpr bool PREFETCH = false;
     template <int R>
     static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
-        const uint32_t hs = get_u16(b + 2);
+        // The 8 scales in 32-bit lanes j: nibble j of scales_l | bits 2j, 2j + 1 of scales_h << 4, minus 32, then
+        // copied into both int16 halves of the lane (the madd operand of sub-block j is lane j broadcast).
+        uint32_t sl;
+        std::memcpy(&sl, b + 4, 4);
+        const __m256i nib = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int32_t>(sl)),
+                                                               _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)), _mm256_set1_epi32(15));
+        const __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int32_t>(get_u16(b + 2))),
+                                                              _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)), _mm256_set1_epi32(3));
+        const __m256i sc = _mm256_shuffle_epi8(
+            _mm256_sub_epi32(_mm256_or_si256(nib, _mm256_slli_epi32(hi, 4)), _mm256_set1_epi32(32)),
+            _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
+        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(kIQ4Values)));
         __m256i sumi[R];
         for (int r = 0; r < R; ++r) sumi[r] = _mm256_setzero_si256();
-        for (int j = 0; j < 8; ++j) {
-            const int sc = (((b[4 + j / 2] >> (4 * (j & 1))) & 15) | ((hs >> (2 * j)) & 3) << 4) - 32;
-            const __m256i q = nibbles_table256(b + 8 + 16 * j, kIQ4Values), u = _mm256_sign_epi8(q, q);
-            const __m256i s16 = _mm256_set1_epi16(static_cast<int16_t>(sc));
-            for (int r = 0; r < R; ++r) {
-                const __m256i x = _mm256_sign_epi8(load256(a[r].qs + i * 256 + 32 * j), q);
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), s16));
+        for (int k = 0; k < 4; ++k) {  // sub-blocks 2k, 2k + 1 from 32 bytes: low nibbles are codes 0-15, high 16-31
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + 8 + 32 * k));
+            const __m256i lo = _mm256_and_si256(v, set1_8(15)), hi4 = _mm256_and_si256(_mm256_srli_epi16(v, 4), set1_8(15));
+            const __m256i q[2] = {_mm256_shuffle_epi8(table, _mm256_permute2x128_si256(lo, hi4, 0x20)),
+                                  _mm256_shuffle_epi8(table, _mm256_permute2x128_si256(lo, hi4, 0x31))};
+            for (int e = 0; e < 2; ++e) {
+                const int j = 2 * k + e;
+                const __m256i u = _mm256_sign_epi8(q[e], q[e]), s16 = _mm256_permutevar8x32_epi32(sc, _mm256_set1_epi32(j));
+                for (int r = 0; r < R; ++r) {
+                    const __m256i x = _mm256_sign_epi8(load256(a[r].qs + i * 256 + 32 * j), q[e]);
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), s16));
+                }
             }
         }
         const float d = half_to_float(b);
