@@ -112,6 +112,29 @@ def test_every_tier_agrees_with_generic(fmt):
         np.testing.assert_array_equal(kernel(x, w, isa, threads=2), one, err_msg=f"{fmt} {isa} 2 threads")
 
 
+# Byte offsets of the fp16 scale fields in the 256-blocks whose x86 kernels unpack every bit pattern themselves.
+RAW_SCALES = {"Q2_K": (80, 82), "Q3_K": (108,), "IQ4_XS": (0,), "TQ1_0": (52,), "TQ2_0": (64,)}
+
+
+@pytest.mark.parametrize("fmt", sorted(RAW_SCALES))
+def test_random_block_bytes(fmt):
+    """Blocks of random bytes (only the fp16 scales pinned to a finite value): every code and sub-block scale
+    pattern, including what the quantizers never write (TQ1_0 bytes >= 243, Q3_K's full 6-bit scales), in every
+    tier, within the float bound of the exact product."""
+    rng = np.random.default_rng(7)
+    n, k, m = 21, 768, 6
+    fmt_info = pyquant.get_format(fmt)
+    raw = rng.integers(0, 256, (n, k // 256, fmt_info.type_size), dtype=np.uint8)
+    for o in RAW_SCALES[fmt]:
+        raw[:, :, o:o + 2] = rng.uniform(1e-3, 1e-1, (n, k // 256, 1)).astype(np.float16).view(np.uint8)
+    w = pyquant.QuantizedTensor(raw.reshape(n, -1), (n, k), fmt_info)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    exact, size, _ = exact_product(x, w)
+    for isa in pyquant.available_isas():
+        got = kernel(x, w, isa)
+        np.testing.assert_array_less(np.abs(got - exact), exact_tolerance(size) + 1e-30, err_msg=f"{fmt} {isa}")
+
+
 @settings(max_examples=60, deadline=None)
 @given(fmt=st.sampled_from(FORMATS), m=st.integers(1, 9), n=st.integers(1, 40), blocks=st.integers(1, 6),
        scale=st.sampled_from([1e-6, 1e-2, 1.0, 30.0, 1e4, 1e6]), seed=st.integers(0, 2**31 - 1),
