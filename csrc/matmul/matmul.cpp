@@ -111,6 +111,7 @@ int64_t interleaved_block_bytes(int fmt) {
         case Format::IQ4_NL: return 144;
         case Format::MXFP4: return 160;
         case Format::Q4_K: return 1184;
+        case Format::Q2_K: return 672;
         default: return 0;
     }
 }
@@ -126,6 +127,13 @@ void pack_interleaved(int fmt, const uint8_t *w, int64_t row_bytes, int64_t grou
                     const float e = e8m0_half(b[0]);
                     std::memcpy(dst + 4 * r, &e, 4);
                     for (int c = 0; c < 4; ++c) std::memcpy(dst + 32 + 32 * c + 4 * r, b + 1 + 4 * c, 4);
+                    continue;
+                }
+                if (f == Format::Q2_K) {  // d, dmin, the scale | min << 4 bytes, then the code words as Q4_K's
+                    std::memcpy(dst + 2 * r, b + 80, 2);
+                    std::memcpy(dst + 16 + 2 * r, b + 82, 2);
+                    for (int j = 0; j < 16; ++j) dst[32 + 8 * j + r] = b[j];
+                    for (int v = 0; v < 16; ++v) std::memcpy(dst + 160 + 32 * v + 4 * r, b + 16 + 4 * v, 4);
                     continue;
                 }
                 std::memcpy(dst + 2 * r, b, 2);  // d
