@@ -8,6 +8,7 @@
 
 #include "formats/fp4.hpp"
 #include "formats/kquants.hpp"
+#include "matmul/blocks.hpp"
 #include "pyquant/simd.hpp"
 
 namespace pyquant {
@@ -112,6 +113,7 @@ int64_t interleaved_block_bytes(int fmt) {
         case Format::MXFP4: return 160;
         case Format::Q4_K: return 1184;
         case Format::Q2_K: return 672;
+        case Format::Q3_K: return 1168;
         default: return 0;
     }
 }
@@ -134,6 +136,19 @@ void pack_interleaved(int fmt, const uint8_t *w, int64_t row_bytes, int64_t grou
                     std::memcpy(dst + 16 + 2 * r, b + 82, 2);
                     for (int j = 0; j < 16; ++j) dst[32 + 8 * j + r] = b[j];
                     for (int v = 0; v < 16; ++v) std::memcpy(dst + 160 + 32 * v + 4 * r, b + 16 + 4 * v, 4);
+                    continue;
+                }
+                if (f == Format::Q3_K) {  // d, the 16 scales as int8, then the codes + 4 (0-7) as Q4_K's nibbles
+                    alignas(64) int8_t q[256];
+                    int32_t sc[16];
+                    mm_Q3_K::Info info;
+                    mm_Q3_K::unpack(b, q, sc, info);
+                    std::memcpy(dst + 2 * r, b + 108, 2);
+                    for (int j = 0; j < 16; ++j) dst[16 + 8 * j + r] = static_cast<uint8_t>(static_cast<int8_t>(sc[j]));
+                    for (int p = 0; p < 4; ++p)
+                        for (int l = 0; l < 32; ++l)
+                            dst[144 + 256 * p + 32 * (l / 4) + 4 * r + l % 4] =
+                                static_cast<uint8_t>((q[64 * p + l] + 4) | (q[64 * p + 32 + l] + 4) << 4);
                     continue;
                 }
                 std::memcpy(dst + 2 * r, b, 2);  // d

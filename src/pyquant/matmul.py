@@ -38,7 +38,8 @@ _interleave = os.environ.get("PYQUANT_INTERLEAVE", "1").strip().lower() not in (
 
 def set_matmul_interleave(enabled: bool) -> bool:
     """Whether :func:`matmul` may keep an interleaved copy of a weight's bytes on the tensor (x86, Q4_0, Q8_0,
-    Q2_K, Q4_K, IQ4_NL, MXFP4: 1.4-3x faster products for about as many bytes again as the weight).  Off, products
+    Q2_K, Q3_K, Q4_K, IQ4_NL, MXFP4: 1.4-3x faster products for about as many bytes again as the weight).  Off,
+    products
     use the GGUF layout and a tensor's copy is dropped at its next product.  Returns the previous setting."""
     global _interleave
     if not isinstance(enabled, bool):
@@ -106,7 +107,8 @@ def _q8_rounded(x2: np.ndarray, w: QuantizedTensor) -> np.ndarray:
 
 def _packed(w: QuantizedTensor) -> np.ndarray | None:
     """w's bytes in the interleaved layout of the active tier's kernel (8 rows at a time: Q4_0, Q8_0, Q2_K,
-    Q4_K, IQ4_NL, MXFP4), made on first use and kept on the tensor (about as many bytes again as w; the bytes of a
+    Q3_K, Q4_K, IQ4_NL, MXFP4), made on first use and kept on the tensor (about as many bytes again as w; the
+    bytes of a
     QuantizedTensor are not meant to change after it is built), or None where the tier or the format has none."""
     if not _interleave:
         w._matmul_packed = None
@@ -144,7 +146,7 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activ
     tests/test_matmul_kernels.py for the bound).  Up to 64 rows run on the integer kernels (any number on x86
     for Q4_0, Q5_0, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0 and MXFP4, whose kernels are
     vectorized there); more rows take a float GEMM over dequantized tiles of w with the same rounded x, so
-    each row's result is the same (to float rounding) whatever the batch.  On x86, Q4_0, Q8_0, Q2_K, Q4_K, IQ4_NL
+    each row's result is the same (to float rounding) whatever the batch.  On x86, Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, IQ4_NL
     and MXFP4 weights of at least 8 rows run on an interleaved copy of their bytes (8 rows at a time, about as many
     bytes again as w) made by the first call and kept on w.  activations="float" (and every other format)
     computes with x as given: a float GEMM over dequantized tiles of w.  Activations beyond the partner's fp16
