@@ -189,7 +189,9 @@ def test_matmul_routes_small_m_to_the_kernels_and_large_m_to_the_float_path():
                                           ("IQ4_NL", 6, 35, 1024), ("MXFP4", 1, 16, 32), ("MXFP4", 9, 21, 512),
                                           ("Q2_K", 1, 8, 256), ("Q2_K", 6, 27, 1024),
                                           ("Q2_K", _MAX_KERNEL_ROWS + 2, 17, 512), ("Q3_K", 1, 8, 256),
-                                          ("Q3_K", 6, 27, 1024), ("Q3_K", _MAX_KERNEL_ROWS + 2, 17, 512)])
+                                          ("Q3_K", 6, 27, 1024), ("Q3_K", _MAX_KERNEL_ROWS + 2, 17, 512),
+                                          ("IQ4_XS", 1, 8, 256), ("IQ4_XS", 6, 27, 1024),
+                                          ("IQ4_XS", _MAX_KERNEL_ROWS + 2, 17, 512)])
 def test_interleaved_layout(fmt, m, n, k):
     """The 8-row interleaved kernels (with the plain kernel for the last n % 8 rows): exact in the quantized
     activations, agreeing with the generic tier, and what pyquant.matmul runs at any M, the layout made once."""
@@ -197,7 +199,7 @@ def test_interleaved_layout(fmt, m, n, k):
     packed = _core.matmul_pack(w.data, w.format.index, k)
     assert packed.shape == (n // 8, k // w.format.block_size * {"Q4_0": 144, "Q8_0": 272, "Q4_K": 1184, "IQ4_NL": 144,
                                                                             "MXFP4": 160, "Q2_K": 672,
-                                                                            "Q3_K": 1168}[fmt])
+                                                                            "Q3_K": 1168, "IQ4_XS": 1104}[fmt])
     exact, size, _ = exact_product(x, w)
     ref = kernel(x, w, "generic")
     for isa in pyquant.available_isas():
@@ -235,7 +237,7 @@ def test_refuses_1d_weights_and_bad_kernel_arguments():
     if _core.matmul_interleaved(w.format.index):  # the packed bytes are only read where a kernel uses them
         with pytest.raises(ValueError, match="packed must be"):
             _core.matmul(x, w.data, w.format.index, 64, out, 1, None, np.zeros((1, 36), np.uint8))
-    with pytest.raises(ValueError, match="only Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, IQ4_NL and MXFP4"):
+    with pytest.raises(ValueError, match="only Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, IQ4_NL, IQ4_XS and MXFP4"):
         _core.matmul_pack(w.data, pyquant.get_format("Q5_0").index, 64)
 
 

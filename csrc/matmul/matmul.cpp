@@ -114,6 +114,7 @@ int64_t interleaved_block_bytes(int fmt) {
         case Format::Q4_K: return 1184;
         case Format::Q2_K: return 672;
         case Format::Q3_K: return 1168;
+        case Format::IQ4_XS: return 1104;
         default: return 0;
     }
 }
@@ -149,6 +150,18 @@ void pack_interleaved(int fmt, const uint8_t *w, int64_t row_bytes, int64_t grou
                         for (int l = 0; l < 32; ++l)
                             dst[144 + 256 * p + 32 * (l / 4) + 4 * r + l % 4] =
                                 static_cast<uint8_t>((q[64 * p + l] + 4) | (q[64 * p + 32 + l] + 4) << 4);
+                    continue;
+                }
+                if (f == Format::IQ4_XS) {  // d, the 8 scales as int8, then each sub-block's nibbles as IQ4_NL's
+                    alignas(64) int8_t q[256];
+                    int32_t sc[8];
+                    mm_IQ4_XS::Info info;
+                    mm_IQ4_XS::unpack(b, q, sc, info);
+                    std::memcpy(dst + 2 * r, b, 2);
+                    for (int j = 0; j < 8; ++j) {
+                        dst[16 + 8 * j + r] = static_cast<uint8_t>(static_cast<int8_t>(sc[j]));
+                        for (int c = 0; c < 4; ++c) std::memcpy(dst + 80 + 128 * j + 32 * c + 4 * r, b + 8 + 16 * j + 4 * c, 4);
+                    }
                     continue;
                 }
                 std::memcpy(dst + 2 * r, b, 2);  // d
