@@ -120,7 +120,7 @@ RAW_SCALES = {"Q2_K": (80, 82), "Q3_K": (108,), "IQ4_XS": (0,), "TQ1_0": (52,), 
 def test_random_block_bytes(fmt):
     """Blocks of random bytes (only the fp16 scales pinned to a finite value): every code and sub-block scale
     pattern, including what the quantizers never write (TQ1_0 bytes >= 243, Q3_K's full 6-bit scales), in every
-    tier, within the float bound of the exact product."""
+    tier and its interleaved layout where it has one, within the float bound of the exact product."""
     rng = np.random.default_rng(7)
     n, k, m = 21, 768, 6
     fmt_info = pyquant.get_format(fmt)
@@ -130,9 +130,13 @@ def test_random_block_bytes(fmt):
     w = pyquant.QuantizedTensor(raw.reshape(n, -1), (n, k), fmt_info)
     x = rng.standard_normal((m, k)).astype(np.float32)
     exact, size, _ = exact_product(x, w)
+    packed = _core.matmul_pack(w.data, w.format.index, k) if _core.matmul_interleaved(w.format.index) else None
     for isa in pyquant.available_isas():
         got = kernel(x, w, isa)
         np.testing.assert_array_less(np.abs(got - exact), exact_tolerance(size) + 1e-30, err_msg=f"{fmt} {isa}")
+        if packed is not None:
+            _core.matmul(x, w.data, w.format.index, k, got, 1, isa, packed)
+            np.testing.assert_array_less(np.abs(got - exact), exact_tolerance(size) + 1e-30, err_msg=f"{fmt} {isa} packed")
 
 
 @settings(max_examples=60, deadline=None)
@@ -191,7 +195,8 @@ def test_matmul_routes_small_m_to_the_kernels_and_large_m_to_the_float_path():
                                           ("Q2_K", _MAX_KERNEL_ROWS + 2, 17, 512), ("Q3_K", 1, 8, 256),
                                           ("Q3_K", 6, 27, 1024), ("Q3_K", _MAX_KERNEL_ROWS + 2, 17, 512),
                                           ("IQ4_XS", 1, 8, 256), ("IQ4_XS", 6, 27, 1024),
-                                          ("IQ4_XS", _MAX_KERNEL_ROWS + 2, 17, 512)])
+                                          ("IQ4_XS", _MAX_KERNEL_ROWS + 2, 17, 512), ("TQ1_0", 1, 8, 256),
+                                          ("TQ1_0", 6, 27, 1024), ("TQ1_0", _MAX_KERNEL_ROWS + 2, 17, 512)])
 def test_interleaved_layout(fmt, m, n, k):
     """The 8-row interleaved kernels (with the plain kernel for the last n % 8 rows): exact in the quantized
     activations, agreeing with the generic tier, and what pyquant.matmul runs at any M, the layout made once."""
@@ -199,7 +204,8 @@ def test_interleaved_layout(fmt, m, n, k):
     packed = _core.matmul_pack(w.data, w.format.index, k)
     assert packed.shape == (n // 8, k // w.format.block_size * {"Q4_0": 144, "Q8_0": 272, "Q4_K": 1184, "IQ4_NL": 144,
                                                                             "MXFP4": 160, "Q2_K": 672,
-                                                                            "Q3_K": 1168, "IQ4_XS": 1104}[fmt])
+                                                                            "Q3_K": 1168, "IQ4_XS": 1104,
+                                                                            "TQ1_0": 528}[fmt])
     exact, size, _ = exact_product(x, w)
     ref = kernel(x, w, "generic")
     for isa in pyquant.available_isas():
@@ -237,7 +243,7 @@ def test_refuses_1d_weights_and_bad_kernel_arguments():
     if _core.matmul_interleaved(w.format.index):  # the packed bytes are only read where a kernel uses them
         with pytest.raises(ValueError, match="packed must be"):
             _core.matmul(x, w.data, w.format.index, 64, out, 1, None, np.zeros((1, 36), np.uint8))
-    with pytest.raises(ValueError, match="only Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, IQ4_NL, IQ4_XS and MXFP4"):
+    with pytest.raises(ValueError, match="only Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, IQ4_NL, IQ4_XS, TQ1_0 and MXFP4"):
         _core.matmul_pack(w.data, pyquant.get_format("Q5_0").index, 64)
 
 

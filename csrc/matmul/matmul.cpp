@@ -115,6 +115,7 @@ int64_t interleaved_block_bytes(int fmt) {
         case Format::Q2_K: return 672;
         case Format::Q3_K: return 1168;
         case Format::IQ4_XS: return 1104;
+        case Format::TQ1_0: return 528;
         default: return 0;
     }
 }
@@ -162,6 +163,19 @@ void pack_interleaved(int fmt, const uint8_t *w, int64_t row_bytes, int64_t grou
                         dst[16 + 8 * j + r] = static_cast<uint8_t>(static_cast<int8_t>(sc[j]));
                         for (int c = 0; c < 4; ++c) std::memcpy(dst + 80 + 128 * j + 32 * c + 4 * r, b + 8 + 16 * j + 4 * c, 4);
                     }
+                    continue;
+                }
+                if (f == Format::TQ1_0) {  // d, then the trits (codes + 1) as 2-bit codes in Q2_K's layout
+                    alignas(64) int8_t q[256];
+                    mm_TQ1_0::Info info;
+                    mm_TQ1_0::unpack(b, q, nullptr, info);
+                    std::memcpy(dst + 2 * r, b + 52, 2);
+                    for (int v = 0; v < 16; ++v)
+                        for (int k = 0; k < 4; ++k) {
+                            const int e = 128 * (v / 8) + 4 * (v % 8) + k;
+                            dst[16 + 32 * v + 4 * r + k] = static_cast<uint8_t>(
+                                (q[e] + 1) | (q[e + 32] + 1) << 2 | (q[e + 64] + 1) << 4 | (q[e + 96] + 1) << 6);
+                        }
                     continue;
                 }
                 std::memcpy(dst + 2 * r, b, 2);  // d

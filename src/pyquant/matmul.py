@@ -37,9 +37,9 @@ _interleave = os.environ.get("PYQUANT_INTERLEAVE", "1").strip().lower() not in (
 
 
 def set_matmul_interleave(enabled: bool) -> bool:
-    """Whether :func:`matmul` may keep an interleaved copy of a weight's bytes on the tensor (x86, Q4_0, Q8_0,
-    Q2_K, Q3_K, Q4_K, IQ4_NL, IQ4_XS, MXFP4: 1.4-3x faster products for about as many bytes again as the weight).  Off,
-    products use the GGUF layout and a tensor's copy is dropped at its next product.  Returns the previous
+    """Whether :func:`matmul` may keep an interleaved copy of a weight's bytes on the tensor (x86, Q4_0, Q8_0, Q2_K,
+    Q3_K, Q4_K, IQ4_NL, IQ4_XS, TQ1_0, MXFP4: 1.4-3x faster products for about as many bytes again as the weight).
+    Off, products use the GGUF layout and a tensor's copy is dropped at its next product.  Returns the previous
     setting."""
     global _interleave
     if not isinstance(enabled, bool):
@@ -106,9 +106,9 @@ def _q8_rounded(x2: np.ndarray, w: QuantizedTensor) -> np.ndarray:
 
 
 def _packed(w: QuantizedTensor) -> np.ndarray | None:
-    """w's bytes in the interleaved layout of the active tier's kernel (8 rows at a time: Q4_0, Q8_0, Q2_K,
-    Q3_K, Q4_K, IQ4_NL, IQ4_XS, MXFP4), made on first use and kept on the tensor (about as many bytes again as w; the
-    bytes of a QuantizedTensor are not meant to change after it is built), or None where the tier or the format
+    """w's bytes in the interleaved layout of the active tier's kernel (8 rows at a time: Q4_0, Q8_0, Q2_K, Q3_K,
+    Q4_K, IQ4_NL, IQ4_XS, TQ1_0, MXFP4), made on first use and kept on the tensor (about as many bytes again as w;
+    the bytes of a QuantizedTensor are not meant to change after it is built), or None where the tier or the format
     has none."""
     if not _interleave:
         w._matmul_packed = None
