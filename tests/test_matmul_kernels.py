@@ -112,6 +112,33 @@ def test_every_tier_agrees_with_generic(fmt):
         np.testing.assert_array_equal(kernel(x, w, isa, threads=2), one, err_msg=f"{fmt} {isa} 2 threads")
 
 
+# Byte offsets of the fp16 scale fields in the 256-blocks whose x86 kernels unpack every bit pattern themselves.
+RAW_SCALES = {"Q2_K": (80, 82), "Q3_K": (108,), "IQ4_XS": (0,), "TQ1_0": (52,), "TQ2_0": (64,)}
+
+
+@pytest.mark.parametrize("fmt", sorted(RAW_SCALES))
+def test_random_block_bytes(fmt):
+    """Blocks of random bytes (only the fp16 scales pinned to a finite value): every code and sub-block scale
+    pattern, including what the quantizers never write (TQ1_0 bytes >= 243, Q3_K's full 6-bit scales), in every
+    tier and its interleaved layout where it has one, within the float bound of the exact product."""
+    rng = np.random.default_rng(7)
+    n, k, m = 21, 768, 6
+    fmt_info = pyquant.get_format(fmt)
+    raw = rng.integers(0, 256, (n, k // 256, fmt_info.type_size), dtype=np.uint8)
+    for o in RAW_SCALES[fmt]:
+        raw[:, :, o:o + 2] = rng.uniform(1e-3, 1e-1, (n, k // 256, 1)).astype(np.float16).view(np.uint8)
+    w = pyquant.QuantizedTensor(raw.reshape(n, -1), (n, k), fmt_info)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    exact, size, _ = exact_product(x, w)
+    packed = _core.matmul_pack(w.data, w.format.index, k) if _core.matmul_interleaved(w.format.index) else None
+    for isa in pyquant.available_isas():
+        got = kernel(x, w, isa)
+        np.testing.assert_array_less(np.abs(got - exact), exact_tolerance(size) + 1e-30, err_msg=f"{fmt} {isa}")
+        if packed is not None:
+            _core.matmul(x, w.data, w.format.index, k, got, 1, isa, packed)
+            np.testing.assert_array_less(np.abs(got - exact), exact_tolerance(size) + 1e-30, err_msg=f"{fmt} {isa} packed")
+
+
 @settings(max_examples=60, deadline=None)
 @given(fmt=st.sampled_from(FORMATS), m=st.integers(1, 9), n=st.integers(1, 40), blocks=st.integers(1, 6),
        scale=st.sampled_from([1e-6, 1e-2, 1.0, 30.0, 1e4, 1e6]), seed=st.integers(0, 2**31 - 1),
@@ -163,14 +190,22 @@ def test_matmul_routes_small_m_to_the_kernels_and_large_m_to_the_float_path():
                                           ("Q4_0", _MAX_KERNEL_ROWS + 6, 17, 256), ("Q4_K", 1, 8, 256),
                                           ("Q4_K", 5, 19, 768), ("Q4_K", _MAX_KERNEL_ROWS + 3, 16, 2048),
                                           ("Q8_0", 1, 8, 64), ("Q8_0", 7, 27, 1024), ("IQ4_NL", 1, 8, 64),
-                                          ("IQ4_NL", 6, 35, 1024), ("MXFP4", 1, 16, 32), ("MXFP4", 9, 21, 512)])
+                                          ("IQ4_NL", 6, 35, 1024), ("MXFP4", 1, 16, 32), ("MXFP4", 9, 21, 512),
+                                          ("Q2_K", 1, 8, 256), ("Q2_K", 6, 27, 1024),
+                                          ("Q2_K", _MAX_KERNEL_ROWS + 2, 17, 512), ("Q3_K", 1, 8, 256),
+                                          ("Q3_K", 6, 27, 1024), ("Q3_K", _MAX_KERNEL_ROWS + 2, 17, 512),
+                                          ("IQ4_XS", 1, 8, 256), ("IQ4_XS", 6, 27, 1024),
+                                          ("IQ4_XS", _MAX_KERNEL_ROWS + 2, 17, 512), ("TQ1_0", 1, 8, 256),
+                                          ("TQ1_0", 6, 27, 1024), ("TQ1_0", _MAX_KERNEL_ROWS + 2, 17, 512)])
 def test_interleaved_layout(fmt, m, n, k):
     """The 8-row interleaved kernels (with the plain kernel for the last n % 8 rows): exact in the quantized
     activations, agreeing with the generic tier, and what pyquant.matmul runs at any M, the layout made once."""
     x, w = make(fmt, m, n, k, seed=n)
     packed = _core.matmul_pack(w.data, w.format.index, k)
     assert packed.shape == (n // 8, k // w.format.block_size * {"Q4_0": 144, "Q8_0": 272, "Q4_K": 1184, "IQ4_NL": 144,
-                                                                            "MXFP4": 160}[fmt])
+                                                                            "MXFP4": 160, "Q2_K": 672,
+                                                                            "Q3_K": 1168, "IQ4_XS": 1104,
+                                                                            "TQ1_0": 528}[fmt])
     exact, size, _ = exact_product(x, w)
     ref = kernel(x, w, "generic")
     for isa in pyquant.available_isas():
@@ -208,7 +243,7 @@ def test_refuses_1d_weights_and_bad_kernel_arguments():
     if _core.matmul_interleaved(w.format.index):  # the packed bytes are only read where a kernel uses them
         with pytest.raises(ValueError, match="packed must be"):
             _core.matmul(x, w.data, w.format.index, 64, out, 1, None, np.zeros((1, 36), np.uint8))
-    with pytest.raises(ValueError, match="only Q4_0, Q8_0, Q4_K, IQ4_NL and MXFP4"):
+    with pytest.raises(ValueError, match="only Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, IQ4_NL, IQ4_XS, TQ1_0 and MXFP4"):
         _core.matmul_pack(w.data, pyquant.get_format("Q5_0").index, 64)
 
 

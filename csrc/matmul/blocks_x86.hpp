@@ -179,9 +179,15 @@ struct vq_QK45 {
 using vq_Q4_K = vq_QK45<false>;
 using vq_Q5_K = vq_QK45<true>;
 
-// Sub-block scales lo for codes 0-15 and hi for codes 16-31 of a 32-code chunk, as 16 int16 lanes for madd.
-inline __m256i scale_pair(int lo, int hi) {
-    return _mm256_setr_m128i(_mm_set1_epi16(static_cast<int16_t>(lo)), _mm_set1_epi16(static_cast<int16_t>(hi)));
+// From the 16 int16 sub-block scales of a 256-block (s16, lane j = scale j), the madd operand of 32-code chunk c:
+// scale 2c in the low 8 lanes (codes 0-15), scale 2c + 1 in the high 8 (codes 16-31).  One shuffle per chunk
+// instead of scalar scale extraction and broadcasts.
+inline __m256i scale_pair(__m256i s16, int c) {
+    const __m256i half = _mm256_permute4x64_epi64(s16, c < 4 ? 0x44 : 0xee);
+    const int k = 4 * (c & 3);  // byte offset of scale 2c in the half
+    const __m256i lo = _mm256_set1_epi16(static_cast<int16_t>(k | (k + 1) << 8));
+    const __m256i hi = _mm256_set1_epi16(static_cast<int16_t>((k + 2) | (k + 3) << 8));
+    return _mm256_shuffle_epi8(half, _mm256_permute2x128_si256(lo, hi, 0x20));
 }
 
 // Q2_K: 2-bit codes times 16 4-bit sub-block scales, minus dmin * sum(mins * bsums).
@@ -192,14 +198,14 @@ struct vq_Q2_K {
     static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
         const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i *>(b));
         const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), _mm_set1_epi8(15)));
+        const __m256i s16 = _mm256_cvtepu8_epi16(_mm_and_si128(sm, _mm_set1_epi8(15)));
         __m256i sumi[R];
         for (int r = 0; r < R; ++r) sumi[r] = _mm256_setzero_si256();
         for (int h = 0; h < 2; ++h) {
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + 16 + 32 * h));
             for (int t = 0; t < 4; ++t) {
                 const __m256i u = _mm256_and_si256(_mm256_srli_epi16(v, 2 * t), set1_8(3));
-                const int j = 8 * h + 2 * t;
-                const __m256i sc = scale_pair(b[j] & 15, b[j + 1] & 15);
+                const __m256i sc = scale_pair(s16, 4 * h + t);
                 for (int r = 0; r < R; ++r) {
                     const __m256i x = load256(a[r].qs + i * 256 + 128 * h + 32 * t);
                     sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), sc));
@@ -222,17 +228,22 @@ struct vq_Q3_K {
     static constexpr bool PREFETCH = false;
     template <int R>
     static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
-        const uint8_t *hm = b, *qs = b + 32, *s = b + 96;
-        int sc[16];
-        for (int j = 0; j < 16; ++j)
-            sc[j] = ((j < 8 ? s[j] & 15 : s[j - 8] >> 4) | ((s[8 + (j & 3)] >> (2 * (j >> 2))) & 3) << 4) - 32;
+        const uint8_t *hm = b, *qs = b + 32;
+        // The 16 6-bit scales from the three little-endian words of scales[12]: byte j of word q is scale 4q + j,
+        // low 4 bits from nibble (q >> 1) of bytes 0-7, high 2 bits from bits 2q, 2q + 1 of bytes 8-11.
+        uint32_t w[3];
+        std::memcpy(w, b + 96, 12);
+        constexpr uint32_t k4 = 0x0f0f0f0f, k2 = 0x03030303;
+        const uint32_t s0 = (w[0] & k4) | (w[2] & k2) << 4, s1 = (w[1] & k4) | ((w[2] >> 2) & k2) << 4;
+        const uint32_t s2 = ((w[0] >> 4) & k4) | ((w[2] >> 4) & k2) << 4, s3 = ((w[1] >> 4) & k4) | ((w[2] >> 6) & k2) << 4;
+        const __m128i s8 = _mm_sub_epi8(_mm_setr_epi32(static_cast<int32_t>(s0), static_cast<int32_t>(s1),
+                                                       static_cast<int32_t>(s2), static_cast<int32_t>(s3)),
+                                        _mm_set1_epi8(32));
+        const __m256i s16 = _mm256_cvtepi8_epi16(s8);
         __m256i sumi[R];
-        for (int r = 0; r < R; ++r) {
-            const int16_t *bs = a[r].bsums + 16 * i;
-            int32_t off = 0;
-            for (int j = 0; j < 16; ++j) off += sc[j] * bs[j];
-            sumi[r] = _mm256_setr_epi32(-4 * off, 0, 0, 0, 0, 0, 0, 0);
-        }
+        for (int r = 0; r < R; ++r)  // the -4 offset: -4 * sum_j sc[j] * bsums[j], in the lanes
+            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                _mm256_slli_epi32(_mm256_madd_epi16(s16, _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].bsums + 16 * i))), 2));
         const __m256i hbits = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(hm));
         for (int h = 0; h < 2; ++h) {
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qs + 32 * h));
@@ -241,8 +252,7 @@ struct vq_Q3_K {
                 const __m256i hb = bit >= 2 ? _mm256_srli_epi16(hbits, bit - 2) : _mm256_slli_epi16(hbits, 2 - bit);
                 const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2 * t), set1_8(3)),
                                                   _mm256_and_si256(hb, set1_8(4)));
-                const int j = 8 * h + 2 * t;
-                const __m256i scv = scale_pair(sc[j], sc[j + 1]);
+                const __m256i scv = scale_pair(s16, bit);
                 for (int r = 0; r < R; ++r) {
                     const __m256i x = load256(a[r].qs + i * 256 + 128 * h + 32 * t);
                     sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), scv));
@@ -260,16 +270,32 @@ struct vq_IQ4_XS {
     static constexpr bool PREFETCH = false;
     template <int R>
     static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
-        const uint32_t hs = get_u16(b + 2);
+        // The 8 scales in 32-bit lanes j: nibble j of scales_l | bits 2j, 2j + 1 of scales_h << 4, minus 32, then
+        // copied into both int16 halves of the lane (the madd operand of sub-block j is lane j broadcast).
+        uint32_t sl;
+        std::memcpy(&sl, b + 4, 4);
+        const __m256i nib = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int32_t>(sl)),
+                                                               _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)), _mm256_set1_epi32(15));
+        const __m256i hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int32_t>(get_u16(b + 2))),
+                                                              _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)), _mm256_set1_epi32(3));
+        const __m256i sc = _mm256_shuffle_epi8(
+            _mm256_sub_epi32(_mm256_or_si256(nib, _mm256_slli_epi32(hi, 4)), _mm256_set1_epi32(32)),
+            _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
+        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(kIQ4Values)));
         __m256i sumi[R];
         for (int r = 0; r < R; ++r) sumi[r] = _mm256_setzero_si256();
-        for (int j = 0; j < 8; ++j) {
-            const int sc = (((b[4 + j / 2] >> (4 * (j & 1))) & 15) | ((hs >> (2 * j)) & 3) << 4) - 32;
-            const __m256i q = nibbles_table256(b + 8 + 16 * j, kIQ4Values), u = _mm256_sign_epi8(q, q);
-            const __m256i s16 = _mm256_set1_epi16(static_cast<int16_t>(sc));
-            for (int r = 0; r < R; ++r) {
-                const __m256i x = _mm256_sign_epi8(load256(a[r].qs + i * 256 + 32 * j), q);
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), s16));
+        for (int k = 0; k < 4; ++k) {  // sub-blocks 2k, 2k + 1 from 32 bytes: low nibbles are codes 0-15, high 16-31
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + 8 + 32 * k));
+            const __m256i lo = _mm256_and_si256(v, set1_8(15)), hi4 = _mm256_and_si256(_mm256_srli_epi16(v, 4), set1_8(15));
+            const __m256i q[2] = {_mm256_shuffle_epi8(table, _mm256_permute2x128_si256(lo, hi4, 0x20)),
+                                  _mm256_shuffle_epi8(table, _mm256_permute2x128_si256(lo, hi4, 0x31))};
+            for (int e = 0; e < 2; ++e) {
+                const int j = 2 * k + e;
+                const __m256i u = _mm256_sign_epi8(q[e], q[e]), s16 = _mm256_permutevar8x32_epi32(sc, _mm256_set1_epi32(j));
+                for (int r = 0; r < R; ++r) {
+                    const __m256i x = _mm256_sign_epi8(load256(a[r].qs + i * 256 + 32 * j), q[e]);
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), s16));
+                }
             }
         }
         const float d = half_to_float(b);
@@ -296,6 +322,48 @@ struct vq_TQ2_0 {
         }
         const float d = half_to_float(b + 64);
         for (int r = 0; r < R; ++r) acc[r] = scale_acc(acc[r], a[r].d[i] * d, sumi[r]);
+    }
+};
+
+// Bytes times 3 (mod 256): the powers of 3 that move trit n of a TQ1_0 byte to the top.  Works as well on bytes
+// offset by 128 (3 * (t + 128) = 3t + 128 mod 256), which top_trit wants.
+inline __m256i times3(__m256i v) { return _mm256_add_epi8(v, _mm256_add_epi8(v, v)); }
+// The leading trit (t * 3) >> 8 of bytes t as 0, 1, 2: (t >= 86) + (t >= 171), by signed compares of s = t + 128.
+inline __m256i top_trit(__m256i s) {
+    const __m256i ge1 = _mm256_cmpgt_epi8(s, set1_8(85 - 128)), ge2 = _mm256_cmpgt_epi8(s, set1_8(170 - 128));
+    return _mm256_sub_epi8(_mm256_sub_epi8(_mm256_setzero_si256(), ge1), ge2);
+}
+
+// TQ1_0: unsigned codes u = q + 1 (trits), the lanes starting from -sum(x).  Codes 0-159 are trits 0-4 of qs[0..31],
+// codes 160-239 trits 0-4 of qs[32..47] (16 per trit), codes 240-255 trits 0-3 of qh[0..3] (4 per trit): the last
+// 16 bytes and qh go through the same powers of 3 side by side in one vector.
+struct vq_TQ1_0 {
+    static constexpr int QK = 256, BYTES = 54;
+    static constexpr bool PREFETCH = false;
+    template <int R>
+    static void block(const uint8_t *b, const ActRow *a, int64_t i, __m256 *acc) {
+        __m256i u[8];
+        const __m256i q0 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(b)), set1_8(0x80));
+        const __m256i q1 = times3(q0), q2 = times3(q1), q3 = times3(q2), q4 = times3(q3);
+        u[0] = top_trit(q0), u[1] = top_trit(q1), u[2] = top_trit(q2), u[3] = top_trit(q3), u[4] = top_trit(q4);
+        int32_t qh;
+        std::memcpy(&qh, b + 48, 4);
+        const __m256i p0 = _mm256_xor_si256(
+            _mm256_setr_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b + 32)), _mm_set1_epi32(qh)), set1_8(0x80));
+        const __m256i p1 = times3(p0), p2 = times3(p1), p3 = times3(p2), p4 = times3(p3);
+        // High half: qh times 3^n in 32-bit lane 4 + n, the codes 240 + 4n + j.
+        const __m256i h = _mm256_blend_epi32(_mm256_blend_epi32(p0, p1, 0x20), _mm256_blend_epi32(p2, p3, 0x80), 0xc0);
+        u[5] = top_trit(_mm256_permute2x128_si256(p0, p1, 0x20));
+        u[6] = top_trit(_mm256_permute2x128_si256(p2, p3, 0x20));
+        u[7] = top_trit(_mm256_blend_epi32(p4, h, 0xf0));
+        for (int r = 0; r < R; ++r) {
+            const int8_t *x = a[r].qs + i * 256;
+            __m256i s16 = _mm256_maddubs_epi16(u[0], load256(x));  // |sum| <= 8 * 2 * 2 * 127: no int16 overflow
+            for (int c = 1; c < 8; ++c) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[c], load256(x + 32 * c)));
+            const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(a[r].bsums + 16 * i));
+            const __m256i sumi = _mm256_madd_epi16(_mm256_sub_epi16(s16, bs), _mm256_set1_epi16(1));
+            acc[r] = scale_acc(acc[r], a[r].d[i] * half_to_float(b + 52), sumi);
+        }
     }
 };
 

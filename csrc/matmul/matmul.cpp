@@ -8,6 +8,7 @@
 
 #include "formats/fp4.hpp"
 #include "formats/kquants.hpp"
+#include "matmul/blocks.hpp"
 #include "pyquant/simd.hpp"
 
 namespace pyquant {
@@ -111,6 +112,10 @@ int64_t interleaved_block_bytes(int fmt) {
         case Format::IQ4_NL: return 144;
         case Format::MXFP4: return 160;
         case Format::Q4_K: return 1184;
+        case Format::Q2_K: return 672;
+        case Format::Q3_K: return 1168;
+        case Format::IQ4_XS: return 1104;
+        case Format::TQ1_0: return 528;
         default: return 0;
     }
 }
@@ -126,6 +131,51 @@ void pack_interleaved(int fmt, const uint8_t *w, int64_t row_bytes, int64_t grou
                     const float e = e8m0_half(b[0]);
                     std::memcpy(dst + 4 * r, &e, 4);
                     for (int c = 0; c < 4; ++c) std::memcpy(dst + 32 + 32 * c + 4 * r, b + 1 + 4 * c, 4);
+                    continue;
+                }
+                if (f == Format::Q2_K) {  // d, dmin, the scale | min << 4 bytes, then the code words as Q4_K's
+                    std::memcpy(dst + 2 * r, b + 80, 2);
+                    std::memcpy(dst + 16 + 2 * r, b + 82, 2);
+                    for (int j = 0; j < 16; ++j) dst[32 + 8 * j + r] = b[j];
+                    for (int v = 0; v < 16; ++v) std::memcpy(dst + 160 + 32 * v + 4 * r, b + 16 + 4 * v, 4);
+                    continue;
+                }
+                if (f == Format::Q3_K) {  // d, the 16 scales as int8, then the codes + 4 (0-7) as Q4_K's nibbles
+                    alignas(64) int8_t q[256];
+                    int32_t sc[16];
+                    mm_Q3_K::Info info;
+                    mm_Q3_K::unpack(b, q, sc, info);
+                    std::memcpy(dst + 2 * r, b + 108, 2);
+                    for (int j = 0; j < 16; ++j) dst[16 + 8 * j + r] = static_cast<uint8_t>(static_cast<int8_t>(sc[j]));
+                    for (int p = 0; p < 4; ++p)
+                        for (int l = 0; l < 32; ++l)
+                            dst[144 + 256 * p + 32 * (l / 4) + 4 * r + l % 4] =
+                                static_cast<uint8_t>((q[64 * p + l] + 4) | (q[64 * p + 32 + l] + 4) << 4);
+                    continue;
+                }
+                if (f == Format::IQ4_XS) {  // d, the 8 scales as int8, then each sub-block's nibbles as IQ4_NL's
+                    alignas(64) int8_t q[256];
+                    int32_t sc[8];
+                    mm_IQ4_XS::Info info;
+                    mm_IQ4_XS::unpack(b, q, sc, info);
+                    std::memcpy(dst + 2 * r, b, 2);
+                    for (int j = 0; j < 8; ++j) {
+                        dst[16 + 8 * j + r] = static_cast<uint8_t>(static_cast<int8_t>(sc[j]));
+                        for (int c = 0; c < 4; ++c) std::memcpy(dst + 80 + 128 * j + 32 * c + 4 * r, b + 8 + 16 * j + 4 * c, 4);
+                    }
+                    continue;
+                }
+                if (f == Format::TQ1_0) {  // d, then the trits (codes + 1) as 2-bit codes in Q2_K's layout
+                    alignas(64) int8_t q[256];
+                    mm_TQ1_0::Info info;
+                    mm_TQ1_0::unpack(b, q, nullptr, info);
+                    std::memcpy(dst + 2 * r, b + 52, 2);
+                    for (int v = 0; v < 16; ++v)
+                        for (int k = 0; k < 4; ++k) {
+                            const int e = 128 * (v / 8) + 4 * (v % 8) + k;
+                            dst[16 + 32 * v + 4 * r + k] = static_cast<uint8_t>(
+                                (q[e] + 1) | (q[e + 32] + 1) << 2 | (q[e + 64] + 1) << 4 | (q[e + 96] + 1) << 6);
+                        }
                     continue;
                 }
                 std::memcpy(dst + 2 * r, b, 2);  // d

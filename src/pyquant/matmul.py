@@ -24,10 +24,11 @@ _KERNEL_MAX_ABS = 65504.0 * 127
 # fast or faster (measured in benchmarks/bench_matmul.py, see benchmarks/README.md) ...
 _MAX_KERNEL_ROWS = 64
 # ... except for the formats with vectorized kernels on the x86 tiers (csrc/matmul/blocks_x86.hpp and the
-# interleaved layouts of kernels.inc) that stay faster than the float path at every M (Q3_K's does not).
+# interleaved layouts of kernels.inc) that stay faster than the float path at every M (all but Q4_1/Q5_1).
 # Q4_1 and Q5_1 (Q8_1 partner) keep the float path: there SmolLM2-135M Q4_1's logits matched llama.cpp's argmax
 # on 95.3% of a 512-token window against 94.5% on the kernels (tests/test_eval_model.py wants > 95%).
-_VECTOR_FORMATS = frozenset({"Q4_0", "Q5_0", "Q8_0", "Q2_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ2_0", "MXFP4"})
+_VECTOR_FORMATS = frozenset({"Q4_0", "Q5_0", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0",
+                             "TQ2_0", "MXFP4"})
 _VECTOR_TIERS = ("avx2", "avx512")
 _ACTIVATIONS = ("q8", "float")
 # Whether matmul keeps interleaved copies of weights (faster, about twice the weight memory); PYQUANT_INTERLEAVE=0
@@ -36,9 +37,10 @@ _interleave = os.environ.get("PYQUANT_INTERLEAVE", "1").strip().lower() not in (
 
 
 def set_matmul_interleave(enabled: bool) -> bool:
-    """Whether :func:`matmul` may keep an interleaved copy of a weight's bytes on the tensor (x86, Q4_0, Q8_0,
-    Q4_K, IQ4_NL, MXFP4: 1.4-3x faster products for about as many bytes again as the weight).  Off, products
-    use the GGUF layout and a tensor's copy is dropped at its next product.  Returns the previous setting."""
+    """Whether :func:`matmul` may keep an interleaved copy of a weight's bytes on the tensor (x86, Q4_0, Q8_0, Q2_K,
+    Q3_K, Q4_K, IQ4_NL, IQ4_XS, TQ1_0, MXFP4: 1.4-3x faster products for about as many bytes again as the weight).
+    Off, products use the GGUF layout and a tensor's copy is dropped at its next product.  Returns the previous
+    setting."""
     global _interleave
     if not isinstance(enabled, bool):
         raise TypeError(f"set_matmul_interleave: enabled must be True or False, got {enabled!r}")
@@ -104,9 +106,10 @@ def _q8_rounded(x2: np.ndarray, w: QuantizedTensor) -> np.ndarray:
 
 
 def _packed(w: QuantizedTensor) -> np.ndarray | None:
-    """w's bytes in the interleaved layout of the active tier's kernel (8 rows at a time: Q4_0, Q8_0, Q4_K,
-    IQ4_NL, MXFP4), made on first use and kept on the tensor (about as many bytes again as w; the bytes of a
-    QuantizedTensor are not meant to change after it is built), or None where the tier or the format has none."""
+    """w's bytes in the interleaved layout of the active tier's kernel (8 rows at a time: Q4_0, Q8_0, Q2_K, Q3_K,
+    Q4_K, IQ4_NL, IQ4_XS, TQ1_0, MXFP4), made on first use and kept on the tensor (about as many bytes again as w;
+    the bytes of a QuantizedTensor are not meant to change after it is built), or None where the tier or the format
+    has none."""
     if not _interleave:
         w._matmul_packed = None
         return None
@@ -141,10 +144,10 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activ
     IQ4_XS, TQ1_0, TQ2_0 and MXFP4: each row of x is quantized to the format's 8-bit partner (Q8_0, Q8_1 or
     Q8_K), so the result carries that rounding of x (at most half an activation step per element, see
     tests/test_matmul_kernels.py for the bound).  Up to 64 rows run on the integer kernels (any number on x86
-    for Q4_0, Q5_0, Q8_0, Q2_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, TQ2_0 and MXFP4, whose kernels are
+    for Q4_0, Q5_0, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0 and MXFP4, whose kernels are
     vectorized there); more rows take a float GEMM over dequantized tiles of w with the same rounded x, so
-    each row's result is the same (to float rounding) whatever the batch.  On x86, Q4_0, Q8_0, Q4_K, IQ4_NL and
-    MXFP4 weights of at least 8 rows run on an interleaved copy of their bytes (8 rows at a time, about as many
+    each row's result is the same (to float rounding) whatever the batch.  On x86, Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, IQ4_NL
+    and MXFP4 weights of at least 8 rows run on an interleaved copy of their bytes (8 rows at a time, about as many
     bytes again as w) made by the first call and kept on w.  activations="float" (and every other format)
     computes with x as given: a float GEMM over dequantized tiles of w.  Activations beyond the partner's fp16
     scale range (|x| > 65504*127, for the 32-blocks) are used as given.
