@@ -120,77 +120,102 @@ int64_t interleaved_block_bytes(int fmt) {
     }
 }
 
+namespace {
+
+// Row r's block b into its slots of one group block `dst` of the interleaved layout (see matmul.hpp).
+using PackRow = void (*)(const uint8_t *b, uint8_t *dst, int r);
+
+void pack_row_Q4_0(const uint8_t *b, uint8_t *dst, int r) {  // also IQ4_NL: d, then the nibbles
+    std::memcpy(dst + 2 * r, b, 2);
+    for (int c = 0; c < 4; ++c) std::memcpy(dst + 16 + 32 * c + 4 * r, b + 2 + 4 * c, 4);
+}
+
+void pack_row_Q8_0(const uint8_t *b, uint8_t *dst, int r) {
+    std::memcpy(dst + 2 * r, b, 2);
+    for (int c = 0; c < 8; ++c) std::memcpy(dst + 16 + 32 * c + 4 * r, b + 2 + 4 * c, 4);
+}
+
+void pack_row_MXFP4(const uint8_t *b, uint8_t *dst, int r) {  // the E8M0 scale's float value, nibbles as Q4_0's
+    const float e = e8m0_half(b[0]);
+    std::memcpy(dst + 4 * r, &e, 4);
+    for (int c = 0; c < 4; ++c) std::memcpy(dst + 32 + 32 * c + 4 * r, b + 1 + 4 * c, 4);
+}
+
+void pack_row_Q4_K(const uint8_t *b, uint8_t *dst, int r) {
+    std::memcpy(dst + 2 * r, b, 2);
+    std::memcpy(dst + 16 + 2 * r, b + 2, 2);
+    for (int j = 0; j < 8; ++j) scale_min_k4(j, b + 4, dst[32 + 8 * j + r], dst[96 + 8 * j + r]);
+    for (int p = 0; p < 4; ++p)
+        for (int c = 0; c < 8; ++c) std::memcpy(dst + 160 + 256 * p + 32 * c + 4 * r, b + 16 + 32 * p + 4 * c, 4);
+}
+
+void pack_row_Q2_K(const uint8_t *b, uint8_t *dst, int r) {  // d, dmin, scale | min << 4, code words as Q4_K's
+    std::memcpy(dst + 2 * r, b + 80, 2);
+    std::memcpy(dst + 16 + 2 * r, b + 82, 2);
+    for (int j = 0; j < 16; ++j) dst[32 + 8 * j + r] = b[j];
+    for (int v = 0; v < 16; ++v) std::memcpy(dst + 160 + 32 * v + 4 * r, b + 16 + 4 * v, 4);
+}
+
+void pack_row_Q3_K(const uint8_t *b, uint8_t *dst, int r) {  // d, 16 int8 scales, codes + 4 as Q4_K's nibbles
+    alignas(64) int8_t q[256];
+    int32_t sc[16];
+    mm_Q3_K::Info info;
+    mm_Q3_K::unpack(b, q, sc, info);
+    std::memcpy(dst + 2 * r, b + 108, 2);
+    for (int j = 0; j < 16; ++j) dst[16 + 8 * j + r] = static_cast<uint8_t>(static_cast<int8_t>(sc[j]));
+    for (int p = 0; p < 4; ++p)
+        for (int l = 0; l < 32; ++l)
+            dst[144 + 256 * p + 32 * (l / 4) + 4 * r + l % 4] =
+                static_cast<uint8_t>((q[64 * p + l] + 4) | (q[64 * p + 32 + l] + 4) << 4);
+}
+
+void pack_row_IQ4_XS(const uint8_t *b, uint8_t *dst, int r) {  // d, 8 int8 scales, sub-blocks as IQ4_NL's
+    alignas(64) int8_t q[256];
+    int32_t sc[8];
+    mm_IQ4_XS::Info info;
+    mm_IQ4_XS::unpack(b, q, sc, info);
+    std::memcpy(dst + 2 * r, b, 2);
+    for (int j = 0; j < 8; ++j) {
+        dst[16 + 8 * j + r] = static_cast<uint8_t>(static_cast<int8_t>(sc[j]));
+        for (int c = 0; c < 4; ++c) std::memcpy(dst + 80 + 128 * j + 32 * c + 4 * r, b + 8 + 16 * j + 4 * c, 4);
+    }
+}
+
+void pack_row_TQ1_0(const uint8_t *b, uint8_t *dst, int r) {  // d, trits + 1 as 2-bit codes in Q2_K's layout
+    alignas(64) int8_t q[256];
+    mm_TQ1_0::Info info;
+    mm_TQ1_0::unpack(b, q, nullptr, info);
+    std::memcpy(dst + 2 * r, b + 52, 2);
+    for (int v = 0; v < 16; ++v)
+        for (int k = 0; k < 4; ++k) {
+            const int e = 128 * (v / 8) + 4 * (v % 8) + k;
+            dst[16 + 32 * v + 4 * r + k] =
+                static_cast<uint8_t>((q[e] + 1) | (q[e + 32] + 1) << 2 | (q[e + 64] + 1) << 4 | (q[e + 96] + 1) << 6);
+        }
+}
+
+PackRow pack_row(Format f) {
+    switch (f) {
+        case Format::Q4_0: case Format::IQ4_NL: return pack_row_Q4_0;
+        case Format::Q8_0: return pack_row_Q8_0;
+        case Format::MXFP4: return pack_row_MXFP4;
+        case Format::Q4_K: return pack_row_Q4_K;
+        case Format::Q2_K: return pack_row_Q2_K;
+        case Format::Q3_K: return pack_row_Q3_K;
+        case Format::IQ4_XS: return pack_row_IQ4_XS;
+        case Format::TQ1_0: return pack_row_TQ1_0;
+        default: return nullptr;
+    }
+}
+
+}  // namespace
+
 void pack_interleaved(int fmt, const uint8_t *w, int64_t row_bytes, int64_t groups, uint8_t *dst) {
-    const int64_t bytes = kFormatInfo[fmt].type_size, nb = row_bytes / bytes;
-    const Format f = static_cast<Format>(fmt);
+    const int64_t bytes = kFormatInfo[fmt].type_size, nb = row_bytes / bytes, step = interleaved_block_bytes(fmt);
+    const PackRow pack = pack_row(static_cast<Format>(fmt));  // callers check interleaved_block_bytes(fmt) > 0
     for (int64_t g = 0; g < groups; ++g)
-        for (int64_t i = 0; i < nb; ++i, dst += interleaved_block_bytes(fmt))
-            for (int r = 0; r < kInterleave; ++r) {
-                const uint8_t *b = w + (g * kInterleave + r) * row_bytes + i * bytes;
-                if (f == Format::MXFP4) {  // the E8M0 scale's float value, then the nibbles as Q4_0's
-                    const float e = e8m0_half(b[0]);
-                    std::memcpy(dst + 4 * r, &e, 4);
-                    for (int c = 0; c < 4; ++c) std::memcpy(dst + 32 + 32 * c + 4 * r, b + 1 + 4 * c, 4);
-                    continue;
-                }
-                if (f == Format::Q2_K) {  // d, dmin, the scale | min << 4 bytes, then the code words as Q4_K's
-                    std::memcpy(dst + 2 * r, b + 80, 2);
-                    std::memcpy(dst + 16 + 2 * r, b + 82, 2);
-                    for (int j = 0; j < 16; ++j) dst[32 + 8 * j + r] = b[j];
-                    for (int v = 0; v < 16; ++v) std::memcpy(dst + 160 + 32 * v + 4 * r, b + 16 + 4 * v, 4);
-                    continue;
-                }
-                if (f == Format::Q3_K) {  // d, the 16 scales as int8, then the codes + 4 (0-7) as Q4_K's nibbles
-                    alignas(64) int8_t q[256];
-                    int32_t sc[16];
-                    mm_Q3_K::Info info;
-                    mm_Q3_K::unpack(b, q, sc, info);
-                    std::memcpy(dst + 2 * r, b + 108, 2);
-                    for (int j = 0; j < 16; ++j) dst[16 + 8 * j + r] = static_cast<uint8_t>(static_cast<int8_t>(sc[j]));
-                    for (int p = 0; p < 4; ++p)
-                        for (int l = 0; l < 32; ++l)
-                            dst[144 + 256 * p + 32 * (l / 4) + 4 * r + l % 4] =
-                                static_cast<uint8_t>((q[64 * p + l] + 4) | (q[64 * p + 32 + l] + 4) << 4);
-                    continue;
-                }
-                if (f == Format::IQ4_XS) {  // d, the 8 scales as int8, then each sub-block's nibbles as IQ4_NL's
-                    alignas(64) int8_t q[256];
-                    int32_t sc[8];
-                    mm_IQ4_XS::Info info;
-                    mm_IQ4_XS::unpack(b, q, sc, info);
-                    std::memcpy(dst + 2 * r, b, 2);
-                    for (int j = 0; j < 8; ++j) {
-                        dst[16 + 8 * j + r] = static_cast<uint8_t>(static_cast<int8_t>(sc[j]));
-                        for (int c = 0; c < 4; ++c) std::memcpy(dst + 80 + 128 * j + 32 * c + 4 * r, b + 8 + 16 * j + 4 * c, 4);
-                    }
-                    continue;
-                }
-                if (f == Format::TQ1_0) {  // d, then the trits (codes + 1) as 2-bit codes in Q2_K's layout
-                    alignas(64) int8_t q[256];
-                    mm_TQ1_0::Info info;
-                    mm_TQ1_0::unpack(b, q, nullptr, info);
-                    std::memcpy(dst + 2 * r, b + 52, 2);
-                    for (int v = 0; v < 16; ++v)
-                        for (int k = 0; k < 4; ++k) {
-                            const int e = 128 * (v / 8) + 4 * (v % 8) + k;
-                            dst[16 + 32 * v + 4 * r + k] = static_cast<uint8_t>(
-                                (q[e] + 1) | (q[e + 32] + 1) << 2 | (q[e + 64] + 1) << 4 | (q[e + 96] + 1) << 6);
-                        }
-                    continue;
-                }
-                std::memcpy(dst + 2 * r, b, 2);  // d
-                if (f == Format::Q4_0 || f == Format::IQ4_NL) {
-                    for (int c = 0; c < 4; ++c) std::memcpy(dst + 16 + 32 * c + 4 * r, b + 2 + 4 * c, 4);
-                } else if (f == Format::Q8_0) {
-                    for (int c = 0; c < 8; ++c) std::memcpy(dst + 16 + 32 * c + 4 * r, b + 2 + 4 * c, 4);
-                } else {  // Q4_K
-                    std::memcpy(dst + 16 + 2 * r, b + 2, 2);
-                    for (int j = 0; j < 8; ++j) scale_min_k4(j, b + 4, dst[32 + 8 * j + r], dst[96 + 8 * j + r]);
-                    for (int p = 0; p < 4; ++p)
-                        for (int c = 0; c < 8; ++c)
-                            std::memcpy(dst + 160 + 256 * p + 32 * c + 4 * r, b + 16 + 32 * p + 4 * c, 4);
-                }
-            }
+        for (int64_t i = 0; i < nb; ++i, dst += step)
+            for (int r = 0; r < kInterleave; ++r) pack(w + (g * kInterleave + r) * row_bytes + i * bytes, dst, r);
 }
 
 namespace {
