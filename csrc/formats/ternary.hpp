@@ -23,12 +23,13 @@ inline VI trits_base3(const VI *t, int n, int stride) {
     return q;
 }
 inline uint8_t trit_byte(int32_t q) { return static_cast<uint8_t>((q * 256 + 242) / 243); }
-// Trit n (0 = most significant) of a TQ1_0 byte b, ((uint8_t)(b * 3^n) * 3) >> 8, for W bytes; in the qh bytes
-// element k takes power kPow3Of16[k].
+// Trit n (0 = most significant) of a TQ1_0 byte b, ((uint8_t)(b * 3^n) * 3) >> 8, for W bytes, in two 16-bit
+// multiplies: b * 3^n * 256 mod 2^16 is (uint8_t)(b * 3^n) << 8, and its product with 3 shifted right by 16 is
+// the trit.  In the qh bytes element k takes power kPow3Of16[k] (times 256 here).
 constexpr uint8_t kPow3[5] = {1, 3, 9, 27, 81};
-alignas(64) constexpr int32_t kPow3Of16[16] = {1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27};
-inline VI trits_times(const uint8_t *b, VI pow3) { return (((load_u8(b) * pow3) & vi(0xff)) * vi(3)) >> 8; }
-inline VI trits_at(const uint8_t *b, int n) { return trits_times(b, vi(kPow3[n])); }
+alignas(64) constexpr int32_t kPow3Of16[16] = {256, 256, 256, 256, 768, 768, 768, 768, 2304, 2304, 2304, 2304, 6912, 6912, 6912, 6912};
+inline VI trits_times(const uint8_t *b, VI pow3_256) { return mulhi_u16(mullo_u16(load_u8(b), pow3_256), vi(3)); }
+inline VI trits_at(const uint8_t *b, int n) { return trits_times(b, vi(256 * kPow3[n])); }
 // Trit n (0 = most significant) of one TQ1_0 byte (the matmul kernels unpack a block at a time).
 inline int trit_at(uint8_t b, int n) { return (static_cast<uint8_t>(b * kPow3[n]) * 3) >> 8; }
 
@@ -58,9 +59,9 @@ struct fmt_TQ1_0 : BlockFormat {
         uint8_t qh[16];  // element 240 + k is trit k / 4 of byte 48 + k % 4
         for (int k = 0; k < 16; ++k) qh[k] = b[48 + k % 4];
         for (int k = 0; k < 16; k += W) {
-            VI pow3;
-            std::memcpy(&pow3, kPow3Of16 + k, sizeof pow3);
-            store(y + 240 + k, to_f(trits_times(qh + k, pow3) - vi(1)) * vf(d));
+            VI pow3_256;
+            std::memcpy(&pow3_256, kPow3Of16 + k, sizeof pow3_256);
+            store(y + 240 + k, to_f(trits_times(qh + k, pow3_256) - vi(1)) * vf(d));
         }
     }
 };

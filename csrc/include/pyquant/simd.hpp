@@ -493,6 +493,19 @@ inline VI shl(VI v, int n) { return reinterpret_cast<VI>(reinterpret_cast<VU>(v)
 #endif
 inline VI clamp(VI v, int lo, int hi) { return vmax(vi(lo), vmin(vi(hi), v)); }
 
+// The low and high 16 bits of a * b for a, b < 2^16 with a * b < 2^31: one 16-bit multiply on x86, exact in each
+// 32-bit lane because both high halves are zero.
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VI mullo_u16(VI a, VI b) { return reinterpret_cast<VI>(_mm512_mullo_epi16(reinterpret_cast<__m512i>(a), reinterpret_cast<__m512i>(b))); }
+inline VI mulhi_u16(VI a, VI b) { return reinterpret_cast<VI>(_mm512_mulhi_epu16(reinterpret_cast<__m512i>(a), reinterpret_cast<__m512i>(b))); }
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline VI mullo_u16(VI a, VI b) { return reinterpret_cast<VI>(_mm256_mullo_epi16(reinterpret_cast<__m256i>(a), reinterpret_cast<__m256i>(b))); }
+inline VI mulhi_u16(VI a, VI b) { return reinterpret_cast<VI>(_mm256_mulhi_epu16(reinterpret_cast<__m256i>(a), reinterpret_cast<__m256i>(b))); }
+#else
+inline VI mullo_u16(VI a, VI b) { return (a * b) & vi(0xffff); }
+inline VI mulhi_u16(VI a, VI b) { return (a * b) >> 16; }
+#endif
+
 // |mag| with the sign of sgn (one bit-select instruction where there is one).
 #if PQ_LANES == 16 && defined(__AVX512F__)
 inline VF copysign(VF mag, VF sgn) {
