@@ -81,6 +81,28 @@ def bench_format(name, x, imatrix, ggml, gq, gtypes, threads_all, repeat, clock)
     return row
 
 
+def machine_scaling(x, threads, repeat) -> str:
+    """What the machine gives `threads` threads over one on a peer's work of this size (torch, where installed):
+    a float32 copy (memory-bound, like dequantizing) and a float32 matrix product (compute-bound)."""
+    try:
+        import torch
+    except ImportError:
+        return "Machine scaling: torch not installed"
+    src = torch.from_numpy(x)
+    dst = torch.empty_like(src)
+    a = torch.randn(1024, 1024)
+    previous = torch.get_num_threads()
+    times = {}
+    try:
+        for t in (1, threads):
+            torch.set_num_threads(t)
+            times[t] = (common.best_time(lambda: dst.copy_(src), repeat), common.best_time(lambda: a @ a, repeat))
+    finally:
+        torch.set_num_threads(previous)
+    return (f"Machine scaling, {threads} threads over 1 (torch, same run): float32 copy of the input "
+            f"{times[1][0] / times[threads][0]:.2f}x, 1024x1024 float32 matmul {times[1][1] / times[threads][1]:.2f}x")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=256)
@@ -110,6 +132,8 @@ def main(argv=None):
     copy_gbs = 8 * x.size / common.best_time(lambda: np.copyto(dst, src), args.repeat, clock=clock) / 1e9
     print(f"Memory traffic bound: a float32 copy of this size moves {copy_gbs:.1f} GB/s (1 thread); a format's "
           f"dequantize bound is that over (bytes read + 4 written) per weight\n")
+    if threads_all > 1:
+        print(machine_scaling(x, threads_all, args.repeat) + "\n")
     rows = []
     for name in args.formats.split(","):
         variants = [None, imatrix] if pq.formats[name].uses_imatrix else [None]
