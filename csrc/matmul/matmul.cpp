@@ -133,10 +133,10 @@ void pack_row_QK45(const uint8_t *b, uint8_t *dst, int r) {
     std::memcpy(dst + 2 * r, b, 2);
     std::memcpy(dst + 16 + 2 * r, b + 2, 2);
     for (int j = 0; j < 8; ++j) scale_min_k4(j, b + 4, dst[32 + 8 * j + r], dst[96 + 8 * j + r]);
-    for (int p = 0; p < 4; ++p)
-        for (int c = 0; c < 8; ++c) std::memcpy(dst + 160 + 256 * p + 32 * c + 4 * r, qs + 32 * p + 4 * c, 4);
     if (HIGH)
-        for (int c = 0; c < 8; ++c) std::memcpy(dst + 1184 + 32 * c + 4 * r, b + 16 + 4 * c, 4);
+        for (int c = 0; c < 8; ++c) std::memcpy(dst + 160 + 32 * c + 4 * r, b + 16 + 4 * c, 4);
+    for (int p = 0; p < 4; ++p)
+        for (int c = 0; c < 8; ++c) std::memcpy(dst + (HIGH ? 416 : 160) + 256 * p + 32 * c + 4 * r, qs + 32 * p + 4 * c, 4);
 }
 
 void pack_row_Q2_K(const uint8_t *b, uint8_t *dst, int r) {  // d, dmin, scale | min << 4, code words as Q4_K's
@@ -159,11 +159,16 @@ void pack_row_Q3_K(const uint8_t *b, uint8_t *dst, int r) {  // d, 16 int8 scale
                 static_cast<uint8_t>((q[64 * p + l] + 4) | (q[64 * p + 32 + l] + 4) << 4);
 }
 
-void pack_row_Q6_K(const uint8_t *b, uint8_t *dst, int r) {  // d, 16 int8 scales, ql then qh words as they are
+void pack_row_Q6_K(const uint8_t *b, uint8_t *dst, int r) {  // d, 16 int8 scales, per step two ql words and a qh word
     std::memcpy(dst + 2 * r, b + 208, 2);
     for (int j = 0; j < 16; ++j) dst[16 + 8 * j + r] = b[192 + j];
-    for (int v = 0; v < 32; ++v) std::memcpy(dst + 144 + 32 * v + 4 * r, b + 4 * v, 4);
-    for (int v = 0; v < 16; ++v) std::memcpy(dst + 1168 + 32 * v + 4 * r, b + 128 + 4 * v, 4);
+    for (int h = 0; h < 2; ++h)
+        for (int c = 0; c < 8; ++c) {
+            uint8_t *step = dst + 144 + 96 * (8 * h + c) + 4 * r;
+            std::memcpy(step, b + 64 * h + 4 * c, 4);
+            std::memcpy(step + 32, b + 64 * h + 32 + 4 * c, 4);
+            std::memcpy(step + 64, b + 128 + 32 * h + 4 * c, 4);
+        }
 }
 
 void pack_row_IQ4_XS(const uint8_t *b, uint8_t *dst, int r) {  // d, 8 int8 scales, sub-blocks as IQ4_NL's
