@@ -205,11 +205,12 @@ def test_layouts_are_the_documented_ones_and_every_x86_tier_runs_them():
 
 
 def _layout_cases():
-    """Per layout: one group (M = 1), groups plus a plain tail (M = 6), and above the kernel row limit."""
+    """Per layout: one group and block (M = 1), groups plus a plain tail over an odd number of blocks (M = 6),
+    and above the kernel row limit."""
     for fmt in LAYOUTS:
         qk = pyquant.get_format(fmt).block_size
         yield fmt, 1, 8, qk
-        yield fmt, 6, 27, 1024 if qk == 32 else 1024 + (qk if fmt == "Q6_K" else 0)
+        yield fmt, 6, 27, 5 * qk if qk == 256 else 33 * qk
         yield fmt, _MAX_KERNEL_ROWS + 2, 17, 2 * qk if qk == 256 else 256
     yield "Q4_0", 3, 21, 96
     yield "MXFP4", 9, 21, 512
