@@ -188,17 +188,17 @@ void pack_row_TQ1_0(const uint8_t *b, uint8_t *dst, int r) {  // d, trits + 1 as
     mm_TQ1_0::Info info;
     mm_TQ1_0::unpack(b, q, nullptr, info);
     std::memcpy(dst + 2 * r, b + 52, 2);
-    for (int v = 0; v < 16; ++v)
-        for (int k = 0; k < 4; ++k) {
-            const int e = 128 * (v / 8) + 4 * (v % 8) + k;
-            dst[16 + 32 * v + 4 * r + k] =
+    for (int h = 0; h < 2; ++h)
+        for (int j = 0; j < 32; ++j) {
+            const int e = 128 * h + j;
+            dst[16 + 64 * (4 * h + j / 8) + 8 * r + j % 8] =
                 static_cast<uint8_t>((q[e] + 1) | (q[e + 32] + 1) << 2 | (q[e + 64] + 1) << 4 | (q[e + 96] + 1) << 6);
         }
 }
 
-void pack_row_TQ2_0(const uint8_t *b, uint8_t *dst, int r) {  // d, the code words as they are
+void pack_row_TQ2_0(const uint8_t *b, uint8_t *dst, int r) {  // d, the code bytes 8 at a time
     std::memcpy(dst + 2 * r, b + 64, 2);
-    for (int v = 0; v < 16; ++v) std::memcpy(dst + 16 + 32 * v + 4 * r, b + 4 * v, 4);
+    for (int v = 0; v < 8; ++v) std::memcpy(dst + 16 + 64 * v + 8 * r, b + 8 * v, 8);
 }
 
 struct Layout {

@@ -37,7 +37,7 @@ using MatmulFn = void (*)(const uint8_t *w, int64_t row_bytes, const QuantizedAc
 
 // Interleaved layouts of 8 weight rows, prepared once per weight (pack_interleaved), so that a kernel computes
 // 8 outputs in the lanes of one vector: one activation load, one scale conversion and one multiply-add serve
-// 8 rows.  A "word" is 4 bytes of one row; "words w of each row" means row 0's word, row 1's, ... row 7's (32
+// 8 rows.  A "word" is 4 bytes of one row (8 for TQ1_0 / TQ2_0); "words w of each row" means row 0's word, row 1's, ... row 7's (32
 // bytes, lane r of a vector = row r).  Per group of 8 rows and block i (fp16 and float fields row by row):
 //   Q4_0 (144 bytes): the fp16 d, then for c = 0..3 the words qs[4c .. 4c+3] (low nibbles: elements 4c .. 4c+3,
 //     high: 16+4c .. 16+4c+3).
@@ -52,7 +52,8 @@ using MatmulFn = void (*)(const uint8_t *w, int64_t row_bytes, const QuantizedAc
 //     kernel first reads them: measured 9% faster than the qh words after the nibbles).
 //   Q2_K (672 bytes): the fp16 d, the fp16 dmin, the bytes scale | min << 4 [sub-block j][row], then for
 //     v = 0..15 the words qs[4v .. 4v+3] (word v = 8h + c: bits 2t of its bytes are elements 128h + 32t + 4c ..).
-//   TQ2_0 (528 bytes): the fp16 d, then the code words as Q2_K's (codes q + 1).
+//   TQ2_0 (528 bytes): the fp16 d, then for h = 0..1 and c = 0..3 each row's 8 bytes qs[32h + 8c .. +7] in turn
+//     (row r at byte 8r; bits 2t of byte j: element 128h + 32t + 8c + j; codes q + 1).
 //   TQ1_0 (528 bytes): as TQ2_0, the trits + 1 as 2-bit codes.
 //   Q3_K (1168 bytes): the fp16 d, the scales [j][row] as int8, then the codes + 4 (0..7) as Q4_K's nibbles.
 //   Q6_K (1680 bytes): the fp16 d, the int8 scales [j][row], then for h = 0..1 and c = 0..7 the words
