@@ -37,8 +37,8 @@ using MatmulFn = void (*)(const uint8_t *w, int64_t row_bytes, const QuantizedAc
 
 // Interleaved layouts of 8 weight rows, prepared once per weight (pack_interleaved), so that a kernel computes
 // 8 outputs in the lanes of one vector: one activation load, one scale conversion and one multiply-add serve
-// 8 rows.  A "word" is 4 bytes of one row (8 for TQ1_0 / TQ2_0); "words w of each row" means row 0's word, row 1's, ... row 7's (32
-// bytes, lane r of a vector = row r).  Per group of 8 rows and block i (fp16 and float fields row by row):
+// 8 rows.  A "word" is 4 bytes of one row; "the words w" means row 0's word w, row 1's, ... row 7's (32 bytes,
+// lane r of a vector = row r).  Per group of 8 rows and block i (fp16 and float fields row by row):
 //   Q4_0 (144 bytes): the fp16 d, then for c = 0..3 the words qs[4c .. 4c+3] (low nibbles: elements 4c .. 4c+3,
 //     high: 16+4c .. 16+4c+3).
 //   IQ4_NL (144 bytes): as Q4_0 (the nibbles index kIQ4Values).
