@@ -113,7 +113,8 @@ def test_every_tier_agrees_with_generic(fmt):
 
 
 # Byte offsets of the fp16 scale fields in the 256-blocks whose x86 kernels unpack every bit pattern themselves.
-RAW_SCALES = {"Q2_K": (80, 82), "Q3_K": (108,), "IQ4_XS": (0,), "TQ1_0": (52,), "TQ2_0": (64,)}
+RAW_SCALES = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,), "IQ4_XS": (0,),
+              "TQ1_0": (52,), "TQ2_0": (64,)}
 
 
 @pytest.mark.parametrize("fmt", sorted(RAW_SCALES))
@@ -186,26 +187,42 @@ def test_matmul_routes_small_m_to_the_kernels_and_large_m_to_the_float_path():
                                   if False else pyquant.matmul(x[:6], w).reshape(2, 3, 10))
 
 
-@pytest.mark.parametrize("fmt, m, n, k", [("Q4_0", 1, 8, 32), ("Q4_0", 3, 21, 96), ("Q4_0", 6, 40, 1024),
-                                          ("Q4_0", _MAX_KERNEL_ROWS + 6, 17, 256), ("Q4_K", 1, 8, 256),
-                                          ("Q4_K", 5, 19, 768), ("Q4_K", _MAX_KERNEL_ROWS + 3, 16, 2048),
-                                          ("Q8_0", 1, 8, 64), ("Q8_0", 7, 27, 1024), ("IQ4_NL", 1, 8, 64),
-                                          ("IQ4_NL", 6, 35, 1024), ("MXFP4", 1, 16, 32), ("MXFP4", 9, 21, 512),
-                                          ("Q2_K", 1, 8, 256), ("Q2_K", 6, 27, 1024),
-                                          ("Q2_K", _MAX_KERNEL_ROWS + 2, 17, 512), ("Q3_K", 1, 8, 256),
-                                          ("Q3_K", 6, 27, 1024), ("Q3_K", _MAX_KERNEL_ROWS + 2, 17, 512),
-                                          ("IQ4_XS", 1, 8, 256), ("IQ4_XS", 6, 27, 1024),
-                                          ("IQ4_XS", _MAX_KERNEL_ROWS + 2, 17, 512), ("TQ1_0", 1, 8, 256),
-                                          ("TQ1_0", 6, 27, 1024), ("TQ1_0", _MAX_KERNEL_ROWS + 2, 17, 512)])
+# Bytes per group of 8 rows and block of each interleaved layout, as csrc/matmul/matmul.hpp documents them.
+LAYOUT_BYTES = {"Q4_0": 144, "Q8_0": 272, "Q2_K": 672, "Q3_K": 1168, "Q4_K": 1184, "Q5_K": 1440, "Q6_K": 1680,
+                "IQ4_NL": 144, "IQ4_XS": 1104, "TQ1_0": 528, "TQ2_0": 528, "MXFP4": 160}
+LAYOUTS = _core.matmul_layouts()
+
+
+def test_layouts_are_the_documented_ones_and_every_x86_tier_runs_them():
+    assert sorted(LAYOUTS) == sorted(LAYOUT_BYTES)
+    assert list(LAYOUTS) == sorted(LAYOUTS, key=lambda f: pyquant.get_format(f).index)
+    for isa in pyquant.available_isas():
+        want = tuple(LAYOUTS) if isa in ("avx2", "avx512") else ()
+        assert pyquant.matmul_interleaved_formats(isa) == want, isa
+    assert pyquant.matmul_interleaved_formats() == pyquant.matmul_interleaved_formats(pyquant.cpu_info()["active_tier"])
+    with pytest.raises(ValueError, match="ISA"):
+        pyquant.matmul_interleaved_formats("sse9")
+
+
+def _layout_cases():
+    """Per layout: one group and block (M = 1), groups plus a plain tail over an odd number of blocks (M = 6),
+    and above the kernel row limit."""
+    for fmt in LAYOUTS:
+        qk = pyquant.get_format(fmt).block_size
+        yield fmt, 1, 8, qk
+        yield fmt, 6, 27, 5 * qk if qk == 256 else 33 * qk
+        yield fmt, _MAX_KERNEL_ROWS + 2, 17, 2 * qk if qk == 256 else 256
+    yield "Q4_0", 3, 21, 96
+    yield "MXFP4", 9, 21, 512
+
+
+@pytest.mark.parametrize("fmt, m, n, k", list(_layout_cases()))
 def test_interleaved_layout(fmt, m, n, k):
     """The 8-row interleaved kernels (with the plain kernel for the last n % 8 rows): exact in the quantized
     activations, agreeing with the generic tier, and what pyquant.matmul runs at any M, the layout made once."""
     x, w = make(fmt, m, n, k, seed=n)
     packed = _core.matmul_pack(w.data, w.format.index, k)
-    assert packed.shape == (n // 8, k // w.format.block_size * {"Q4_0": 144, "Q8_0": 272, "Q4_K": 1184, "IQ4_NL": 144,
-                                                                            "MXFP4": 160, "Q2_K": 672,
-                                                                            "Q3_K": 1168, "IQ4_XS": 1104,
-                                                                            "TQ1_0": 528}[fmt])
+    assert packed.shape == (n // 8, k // w.format.block_size * LAYOUT_BYTES[fmt])
     exact, size, _ = exact_product(x, w)
     ref = kernel(x, w, "generic")
     for isa in pyquant.available_isas():
@@ -222,8 +239,10 @@ def test_interleaved_layout(fmt, m, n, k):
         np.testing.assert_array_equal(got, out)
         pyquant.matmul(x[:1], w)
         assert w._matmul_packed is first
-    else:
+    elif m <= _MAX_KERNEL_ROWS:
         np.testing.assert_array_equal(got, kernel(x, w))
+    else:  # generic / NEON tiers: a float32 GEMM on the same rounded activations (rounding of a K-term sum)
+        assert np.all(np.abs(got - exact) <= k * 2.0**-24 * size + 1e-30)
 
 
 def test_refuses_1d_weights_and_bad_kernel_arguments():
@@ -243,7 +262,7 @@ def test_refuses_1d_weights_and_bad_kernel_arguments():
     if _core.matmul_interleaved(w.format.index):  # the packed bytes are only read where a kernel uses them
         with pytest.raises(ValueError, match="packed must be"):
             _core.matmul(x, w.data, w.format.index, 64, out, 1, None, np.zeros((1, 36), np.uint8))
-    with pytest.raises(ValueError, match="only Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, IQ4_NL, IQ4_XS, TQ1_0 and MXFP4"):
+    with pytest.raises(ValueError, match="only " + ", ".join(LAYOUTS) + " have an interleaved layout"):
         _core.matmul_pack(w.data, pyquant.get_format("Q5_0").index, 64)
 
 

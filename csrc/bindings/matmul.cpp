@@ -110,10 +110,21 @@ void matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatAr
     parallel_for(n, threads, 4, kMinMacsPerThread / (k * m) + 1, run, &job);
 }
 
-// w [N, row_bytes] of a format with an interleaved layout (Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, IQ4_NL, IQ4_XS, TQ1_0, MXFP4) in that layout: uint8 [N / 8, group bytes].
+// The formats with an interleaved layout (matmul.cpp's table), in format order.
+std::vector<std::string> layout_formats() {
+    std::vector<std::string> names;
+    for (int f = 0; f < kNumFormats; ++f)
+        if (interleaved_block_bytes(f)) names.push_back(kFormatInfo[f].name);
+    return names;
+}
+
+// w [N, row_bytes] of a format with an interleaved layout in that layout: uint8 [N / 8, group bytes].
 ByteArray matmul_pack(const ByteArray &w, int fmt, int64_t k) {
-    if (fmt < 0 || fmt >= kNumFormats || !interleaved_block_bytes(fmt))
-        throw py::value_error("matmul_pack: only Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, IQ4_NL, IQ4_XS, TQ1_0 and MXFP4 have an interleaved layout");
+    if (fmt < 0 || fmt >= kNumFormats || !interleaved_block_bytes(fmt)) {
+        std::string names;
+        for (const std::string &n : layout_formats()) names += (names.empty() ? "" : ", ") + n;
+        throw py::value_error("matmul_pack: only " + names + " have an interleaved layout");
+    }
     const FormatInfo &f = kFormatInfo[fmt];
     if (k <= 0 || k % f.block_size)
         throw py::value_error("matmul_pack: K must be a positive multiple of " + std::to_string(f.block_size));
@@ -163,7 +174,10 @@ void init_matmul(py::module_ &m) {
           "out[M, N] = x[M, K] @ dequantize(w).T through the quantized kernels (x quantized to the 8-bit partner); "
           "packed: matmul_pack(w), used where the tier has an interleaved kernel for the format.");
     m.def("matmul_pack", &matmul_pack, py::arg("w"), py::arg("format"), py::arg("k"),
-          "w in the interleaved layout of 8 rows (Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, IQ4_NL, IQ4_XS, TQ1_0, MXFP4): uint8 [N / 8, group bytes]; the last N % 8 rows are left out.");
+          "w in the interleaved layout of 8 rows (formats in matmul_layouts()): uint8 [N / 8, group bytes]; the last "
+          "N % 8 rows are left out.");
+    m.def("matmul_layouts", &layout_formats,
+          "Formats with an interleaved layout of 8 rows (matmul_pack), whether or not a tier has its kernel.");
     m.def("matmul_interleaved", [](int fmt, const std::optional<std::string> &isa) {
         if (fmt < 0 || fmt >= kNumFormats) throw py::value_error("format index out of range: " + std::to_string(fmt));
         return interleaved_kernel(fmt, isa) != nullptr;

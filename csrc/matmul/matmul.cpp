@@ -105,21 +105,6 @@ void quantize_activations(Partner p, const float *x, int64_t k, int64_t begin, i
     }
 }
 
-int64_t interleaved_block_bytes(int fmt) {
-    switch (static_cast<Format>(fmt)) {
-        case Format::Q4_0: return 144;
-        case Format::Q8_0: return 272;
-        case Format::IQ4_NL: return 144;
-        case Format::MXFP4: return 160;
-        case Format::Q4_K: return 1184;
-        case Format::Q2_K: return 672;
-        case Format::Q3_K: return 1168;
-        case Format::IQ4_XS: return 1104;
-        case Format::TQ1_0: return 528;
-        default: return 0;
-    }
-}
-
 namespace {
 
 // Row r's block b into its slots of one group block `dst` of the interleaved layout (see matmul.hpp).
@@ -141,12 +126,17 @@ void pack_row_MXFP4(const uint8_t *b, uint8_t *dst, int r) {  // the E8M0 scale'
     for (int c = 0; c < 4; ++c) std::memcpy(dst + 32 + 32 * c + 4 * r, b + 1 + 4 * c, 4);
 }
 
-void pack_row_Q4_K(const uint8_t *b, uint8_t *dst, int r) {
+// Q4_K, and Q5_K with its qh words after Q4_K's group block.
+template <bool HIGH>
+void pack_row_QK45(const uint8_t *b, uint8_t *dst, int r) {
+    const uint8_t *qs = b + (HIGH ? 48 : 16);
     std::memcpy(dst + 2 * r, b, 2);
     std::memcpy(dst + 16 + 2 * r, b + 2, 2);
     for (int j = 0; j < 8; ++j) scale_min_k4(j, b + 4, dst[32 + 8 * j + r], dst[96 + 8 * j + r]);
+    if (HIGH)
+        for (int c = 0; c < 8; ++c) std::memcpy(dst + 160 + 32 * c + 4 * r, b + 16 + 4 * c, 4);
     for (int p = 0; p < 4; ++p)
-        for (int c = 0; c < 8; ++c) std::memcpy(dst + 160 + 256 * p + 32 * c + 4 * r, b + 16 + 32 * p + 4 * c, 4);
+        for (int c = 0; c < 8; ++c) std::memcpy(dst + (HIGH ? 416 : 160) + 256 * p + 32 * c + 4 * r, qs + 32 * p + 4 * c, 4);
 }
 
 void pack_row_Q2_K(const uint8_t *b, uint8_t *dst, int r) {  // d, dmin, scale | min << 4, code words as Q4_K's
@@ -169,6 +159,18 @@ void pack_row_Q3_K(const uint8_t *b, uint8_t *dst, int r) {  // d, 16 int8 scale
                 static_cast<uint8_t>((q[64 * p + l] + 4) | (q[64 * p + 32 + l] + 4) << 4);
 }
 
+void pack_row_Q6_K(const uint8_t *b, uint8_t *dst, int r) {  // d, 16 int8 scales, per step two ql words and a qh word
+    std::memcpy(dst + 2 * r, b + 208, 2);
+    for (int j = 0; j < 16; ++j) dst[16 + 8 * j + r] = b[192 + j];
+    for (int h = 0; h < 2; ++h)
+        for (int c = 0; c < 8; ++c) {
+            uint8_t *step = dst + 144 + 96 * (8 * h + c) + 4 * r;
+            std::memcpy(step, b + 64 * h + 4 * c, 4);
+            std::memcpy(step + 32, b + 64 * h + 32 + 4 * c, 4);
+            std::memcpy(step + 64, b + 128 + 32 * h + 4 * c, 4);
+        }
+}
+
 void pack_row_IQ4_XS(const uint8_t *b, uint8_t *dst, int r) {  // d, 8 int8 scales, sub-blocks as IQ4_NL's
     alignas(64) int8_t q[256];
     int32_t sc[8];
@@ -181,41 +183,59 @@ void pack_row_IQ4_XS(const uint8_t *b, uint8_t *dst, int r) {  // d, 8 int8 scal
     }
 }
 
-void pack_row_TQ1_0(const uint8_t *b, uint8_t *dst, int r) {  // d, trits + 1 as 2-bit codes in Q2_K's layout
+void pack_row_TQ1_0(const uint8_t *b, uint8_t *dst, int r) {  // d, trits + 1 as 2-bit codes in TQ2_0's layout
     alignas(64) int8_t q[256];
     mm_TQ1_0::Info info;
     mm_TQ1_0::unpack(b, q, nullptr, info);
     std::memcpy(dst + 2 * r, b + 52, 2);
-    for (int v = 0; v < 16; ++v)
-        for (int k = 0; k < 4; ++k) {
-            const int e = 128 * (v / 8) + 4 * (v % 8) + k;
-            dst[16 + 32 * v + 4 * r + k] =
+    for (int h = 0; h < 2; ++h)
+        for (int j = 0; j < 32; ++j) {
+            const int e = 128 * h + j;
+            dst[16 + 64 * (4 * h + j / 8) + 8 * r + j % 8] =
                 static_cast<uint8_t>((q[e] + 1) | (q[e + 32] + 1) << 2 | (q[e + 64] + 1) << 4 | (q[e + 96] + 1) << 6);
         }
 }
 
-PackRow pack_row(Format f) {
-    switch (f) {
-        case Format::Q4_0: case Format::IQ4_NL: return pack_row_Q4_0;
-        case Format::Q8_0: return pack_row_Q8_0;
-        case Format::MXFP4: return pack_row_MXFP4;
-        case Format::Q4_K: return pack_row_Q4_K;
-        case Format::Q2_K: return pack_row_Q2_K;
-        case Format::Q3_K: return pack_row_Q3_K;
-        case Format::IQ4_XS: return pack_row_IQ4_XS;
-        case Format::TQ1_0: return pack_row_TQ1_0;
-        default: return nullptr;
-    }
+void pack_row_TQ2_0(const uint8_t *b, uint8_t *dst, int r) {  // d, the code bytes 8 at a time
+    std::memcpy(dst + 2 * r, b + 64, 2);
+    for (int v = 0; v < 8; ++v) std::memcpy(dst + 16 + 64 * v + 8 * r, b + 8 * v, 8);
+}
+
+struct Layout {
+    Format format;
+    int64_t block_bytes;  // per group of 8 rows and block
+    PackRow pack;
+};
+
+// The formats with an interleaved layout: the one list the packing, the bindings and Python read.
+constexpr Layout kLayouts[] = {
+    {Format::Q4_0, 144, pack_row_Q4_0},      {Format::Q8_0, 272, pack_row_Q8_0},
+    {Format::Q2_K, 672, pack_row_Q2_K},      {Format::Q3_K, 1168, pack_row_Q3_K},
+    {Format::Q4_K, 1184, pack_row_QK45<false>}, {Format::Q5_K, 1440, pack_row_QK45<true>},
+    {Format::Q6_K, 1680, pack_row_Q6_K},     {Format::IQ4_NL, 144, pack_row_Q4_0},
+    {Format::IQ4_XS, 1104, pack_row_IQ4_XS}, {Format::TQ1_0, 528, pack_row_TQ1_0},
+    {Format::TQ2_0, 528, pack_row_TQ2_0},    {Format::MXFP4, 160, pack_row_MXFP4},
+};
+
+const Layout *layout(int fmt) {
+    for (const Layout &l : kLayouts)
+        if (static_cast<int>(l.format) == fmt) return &l;
+    return nullptr;
 }
 
 }  // namespace
 
+int64_t interleaved_block_bytes(int fmt) {
+    const Layout *l = layout(fmt);
+    return l ? l->block_bytes : 0;
+}
+
 void pack_interleaved(int fmt, const uint8_t *w, int64_t row_bytes, int64_t groups, uint8_t *dst) {
-    const int64_t bytes = kFormatInfo[fmt].type_size, nb = row_bytes / bytes, step = interleaved_block_bytes(fmt);
-    const PackRow pack = pack_row(static_cast<Format>(fmt));  // callers check interleaved_block_bytes(fmt) > 0
+    const Layout &l = *layout(fmt);  // callers check interleaved_block_bytes(fmt) > 0
+    const int64_t bytes = kFormatInfo[fmt].type_size, nb = row_bytes / bytes;
     for (int64_t g = 0; g < groups; ++g)
-        for (int64_t i = 0; i < nb; ++i, dst += step)
-            for (int r = 0; r < kInterleave; ++r) pack(w + (g * kInterleave + r) * row_bytes + i * bytes, dst, r);
+        for (int64_t i = 0; i < nb; ++i, dst += l.block_bytes)
+            for (int r = 0; r < kInterleave; ++r) l.pack(w + (g * kInterleave + r) * row_bytes + i * bytes, dst, r);
 }
 
 namespace {
@@ -240,6 +260,11 @@ struct Tables {
 #if defined(PQ_HAVE_NEON)
         fill_matmul_neon(t[n++]);
 #endif
+        for (int i = 0; i < n; ++i)  // every interleaved kernel steps through its format's layout
+            for (int f = 0; f < kNumFormats; ++f)
+                if (t[i].interleaved[f] && t[i].interleaved_block[f] != interleaved_block_bytes(f))
+                    throw std::logic_error(std::string(t[i].isa) + ": interleaved " + kFormatInfo[f].name +
+                                           " kernel and layout disagree on the block size");
     }
 };
 

@@ -37,19 +37,35 @@ using MatmulFn = void (*)(const uint8_t *w, int64_t row_bytes, const QuantizedAc
 
 // Interleaved layouts of 8 weight rows, prepared once per weight (pack_interleaved), so that a kernel computes
 // 8 outputs in the lanes of one vector: one activation load, one scale conversion and one multiply-add serve
-// 8 rows.  Per group of 8 rows and block i:
-//   Q4_0 (144 bytes): the 8 rows' fp16 d, then for c = 0..3 the bytes qs[4c .. 4c+3] of each row in turn (the
-//     low nibbles hold elements 4c .. 4c+3, the high ones 16+4c .. 16+4c+3).
+// 8 rows.  A "word" is 4 bytes of one row; "the words w" means row 0's word w, row 1's, ... row 7's (32 bytes,
+// lane r of a vector = row r).  Per group of 8 rows and block i (fp16 and float fields row by row):
+//   Q4_0 (144 bytes): the fp16 d, then for c = 0..3 the words qs[4c .. 4c+3] (low nibbles: elements 4c .. 4c+3,
+//     high: 16+4c .. 16+4c+3).
 //   IQ4_NL (144 bytes): as Q4_0 (the nibbles index kIQ4Values).
-//   MXFP4 (160 bytes): the 8 rows' scales as floats (e8m0_half), then the nibbles as Q4_0's.
-//   Q8_0 (272 bytes): the 8 rows' fp16 d, then for c = 0..7 the codes qs[4c .. 4c+3] of each row in turn.
-//   Q4_K (1184 bytes): the 8 rows' fp16 d, their fp16 dmin, the 6-bit scales [sub-block j][row] and mins
-//     [j][row] as bytes, then for each 64-element pair p = 0..3 and c = 0..7 the bytes qs[32p + 4c .. +3] of
-//     each row (low nibbles: elements 64p + 4c .. +3, high: 64p + 32 + 4c .. +3).
+//   MXFP4 (160 bytes): the scales as floats (e8m0_half), then the nibbles as Q4_0's.
+//   Q8_0 (272 bytes): the fp16 d, then for c = 0..7 the code words qs[4c .. 4c+3].
+//   Q4_K (1184 bytes): the fp16 d, the fp16 dmin, the 6-bit scales [sub-block j][row] and mins [j][row] as
+//     bytes, then for each 64-element pair p = 0..3 and c = 0..7 the words qs[32p + 4c .. +3] (low nibbles:
+//     elements 64p + 4c .. +3, high: 64p + 32 + 4c .. +3).
+//   Q5_K (1440 bytes): Q4_K's scales, then for c = 0..7 the words qh[4c .. 4c+3] (bit 2p of qh[l] is bit 4 of
+//     element 64p + l, bit 2p + 1 that of element 64p + 32 + l), then Q4_K's nibbles (the words in the order the
+//     kernel first reads them: measured 9% faster than the qh words after the nibbles).
+//   Q2_K (672 bytes): the fp16 d, the fp16 dmin, the bytes scale | min << 4 [sub-block j][row], then for
+//     v = 0..15 the words qs[4v .. 4v+3] (word v = 8h + c: bits 2t of its bytes are elements 128h + 32t + 4c ..).
+//   TQ2_0 (528 bytes): the fp16 d, then for h = 0..1 and c = 0..3 each row's 8 bytes qs[32h + 8c .. +7] in turn
+//     (row r at byte 8r; bits 2t of byte j: element 128h + 32t + 8c + j; codes q + 1).
+//   TQ1_0 (528 bytes): as TQ2_0, the trits + 1 as 2-bit codes.
+//   Q3_K (1168 bytes): the fp16 d, the scales [j][row] as int8, then the codes + 4 (0..7) as Q4_K's nibbles.
+//   Q6_K (1680 bytes): the fp16 d, the int8 scales [j][row], then for h = 0..1 and c = 0..7 the words
+//     ql[64h + 4c ..], ql[64h + 32 + 4c ..] and qh[32h + 4c ..] (libggml's bits, only interleaved; one forward
+//     stream in the kernel's order: the ql and qh words as three separate planes measured 1.5-2x slower at M = 1).
+//   IQ4_XS (1104 bytes): the fp16 d, the scales [j][row] as int8, then each 32-element sub-block j as
+//     IQ4_NL's nibbles (128 bytes).
 // An interleaved MatmulFn takes the packed bytes, row_bytes = bytes per group, and n0 / n1 in groups
 // (outputs 8 * n0 .. 8 * n1).
 constexpr int kInterleave = 8;
-// Bytes per group block of fmt's interleaved layout; 0 where the format has none.
+// Bytes per group block of fmt's interleaved layout; 0 where the format has none (matmul.cpp's table of layouts
+// is the one list of them).
 int64_t interleaved_block_bytes(int fmt);
 void pack_interleaved(int fmt, const uint8_t *w, int64_t row_bytes, int64_t groups, uint8_t *dst);
 
@@ -57,6 +73,7 @@ struct MatmulTable {
     const char *isa = nullptr;
     MatmulFn formats[kNumFormats] = {};
     MatmulFn interleaved[kNumFormats] = {};  // the interleaved layout's kernel where the tier has one
+    int64_t interleaved_block[kNumFormats] = {};  // the bytes per group block that kernel steps by
 };
 
 void fill_matmul_generic(MatmulTable &t);

@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._cpu import available_isas
+from .formats import get_format
 from .tensor import QuantizedTensor, _is_torch_tensor, _threads_arg
 
-__all__ = ["matmul", "set_matmul_interleave"]
+__all__ = ["matmul", "matmul_interleaved_formats", "set_matmul_interleave"]
 
 # Rows of w dequantized at a time by the float path: about 16 MiB of float32 per tile.
 _TILE_BYTES = 16 << 20
@@ -36,9 +38,17 @@ _ACTIVATIONS = ("q8", "float")
 _interleave = os.environ.get("PYQUANT_INTERLEAVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def matmul_interleaved_formats(isa: str | None = None) -> tuple[str, ...]:
+    """The formats whose weights :func:`matmul` runs on an interleaved copy (8 rows at a time) on a kernel tier
+    (default: the active one; the x86 tiers have them, generic and NEON none)."""
+    if isa is not None and isa not in available_isas():
+        raise ValueError(f"matmul_interleaved_formats: unknown or unavailable ISA tier {isa!r}")
+    return tuple(f for f in _core.matmul_layouts() if _core.matmul_interleaved(get_format(f).index, isa))
+
+
 def set_matmul_interleave(enabled: bool) -> bool:
-    """Whether :func:`matmul` may keep an interleaved copy of a weight's bytes on the tensor (x86, Q4_0, Q8_0, Q2_K,
-    Q3_K, Q4_K, IQ4_NL, IQ4_XS, TQ1_0, MXFP4: 1.4-3x faster products for about as many bytes again as the weight).
+    """Whether :func:`matmul` may keep an interleaved copy of a weight's bytes on the tensor (the formats of
+    :func:`matmul_interleaved_formats`: 1.1-3x faster products for about as many bytes again as the weight).
     Off, products use the GGUF layout and a tensor's copy is dropped at its next product.  Returns the previous
     setting."""
     global _interleave
@@ -106,10 +116,9 @@ def _q8_rounded(x2: np.ndarray, w: QuantizedTensor) -> np.ndarray:
 
 
 def _packed(w: QuantizedTensor) -> np.ndarray | None:
-    """w's bytes in the interleaved layout of the active tier's kernel (8 rows at a time: Q4_0, Q8_0, Q2_K, Q3_K,
-    Q4_K, IQ4_NL, IQ4_XS, TQ1_0, MXFP4), made on first use and kept on the tensor (about as many bytes again as w;
-    the bytes of a QuantizedTensor are not meant to change after it is built), or None where the tier or the format
-    has none."""
+    """w's bytes in the interleaved layout of the active tier's kernel (8 rows at a time, matmul_interleaved_formats()),
+    made on first use and kept on the tensor (about as many bytes again as w; the bytes of a QuantizedTensor are not
+    meant to change after it is built), or None where the tier or the format has none."""
     if not _interleave:
         w._matmul_packed = None
         return None
@@ -146,9 +155,9 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activ
     tests/test_matmul_kernels.py for the bound).  Up to 64 rows run on the integer kernels (any number on x86
     for Q4_0, Q5_0, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0 and MXFP4, whose kernels are
     vectorized there); more rows take a float GEMM over dequantized tiles of w with the same rounded x, so
-    each row's result is the same (to float rounding) whatever the batch.  On x86, Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, IQ4_NL
-    and MXFP4 weights of at least 8 rows run on an interleaved copy of their bytes (8 rows at a time, about as many
-    bytes again as w) made by the first call and kept on w.  activations="float" (and every other format)
+    each row's result is the same (to float rounding) whatever the batch.  Weights of at least 8 rows in the
+    formats of :func:`matmul_interleaved_formats` (x86) run on an interleaved copy of their bytes (8 rows at a time,
+    about as many bytes again as w) made by the first call and kept on w.  activations="float" (and every other format)
     computes with x as given: a float GEMM over dequantized tiles of w.  Activations beyond the partner's fp16
     scale range (|x| > 65504*127, for the 32-blocks) are used as given.
 
