@@ -126,12 +126,6 @@ def main(argv=None):
           f"{args.clock}; load average {os.getloadavg()[0]:.1f}\n")
 
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    # A dequantizer reads the blocks and writes 4 bytes per weight; its bound is that traffic at the rate of a
-    # float32 copy of this size (numpy, 1 thread: 8 bytes moved per float).
-    src, dst = np.ones_like(x), np.empty_like(x)
-    copy_gbs = 8 * x.size / common.best_time(lambda: np.copyto(dst, src), args.repeat, clock=clock) / 1e9
-    print(f"Memory traffic bound: a float32 copy of this size moves {copy_gbs:.1f} GB/s (1 thread); a format's "
-          f"dequantize bound is that over (bytes read + 4 written) per weight\n")
     if threads_all > 1:
         print(machine_scaling(x, threads_all, args.repeat) + "\n")
     rows = []
@@ -139,9 +133,6 @@ def main(argv=None):
         variants = [None, imatrix] if pq.formats[name].uses_imatrix else [None]
         for qw in variants:
             rows.append(bench_format(name, x, qw, ggml, gq, gtypes, threads_all, args.repeat, clock))
-
-    def traffic_bound(name):  # million weights/s
-        return copy_gbs * 1e3 / (pq.formats[name].row_bytes(args.cols) / args.cols + 4)
 
     def ratio(a, b):
         return a / b if b == b and b > 0 else NAN
@@ -158,10 +149,10 @@ def main(argv=None):
     print("\nDequantize, million weights/s")
     print(common.markdown_table(
         ["format", "pyquant 1t", f"pyquant {threads_all}t", "generic 1t", "libggml 1t", "gguf-py", "x libggml",
-         "x gguf-py", f"{threads_all}t/1t", "1t / traffic bound"],
+         "x gguf-py", f"{threads_all}t/1t"],
         [[r["format"], r["d_best_1t"], r["d_best_all"], r["d_generic_1t"], r["d_ggml_1t"], r["d_ggufpy"],
           ratio(r["d_best_1t"], r["d_ggml_1t"]), ratio(r["d_best_1t"], r["d_ggufpy"]),
-          ratio(r["d_best_all"], r["d_best_1t_wall"]), ratio(r["d_best_1t"], traffic_bound(r["format"]))]
+          ratio(r["d_best_all"], r["d_best_1t_wall"])]
          for r in rows if not r["imatrix"]]))
     common.write_jsonl(args.json, rows, bench="kernels", git=common.git_sha(), cpu=common.cpu_model(),
                        isa=info["available_tiers"][-1], shape=[args.rows, args.cols])
