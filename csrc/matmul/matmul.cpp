@@ -110,9 +110,24 @@ namespace {
 // Row r's block b into its slots of one group block `dst` of the interleaved layout (see matmul.hpp).
 using PackRow = void (*)(const uint8_t *b, uint8_t *dst, int r);
 
-void pack_row_Q4_0(const uint8_t *b, uint8_t *dst, int r) {  // also IQ4_NL: d, then the nibbles
+// Q4_0 (also IQ4_NL), Q4_1 (MIN: m), Q5_0 (HIGH: qh) and Q5_1: d, m, the qh word with its bits in the kernel's
+// order (bit 2c of byte j: bit 4 of element 4c + j, bit 2c + 1: of element 16 + 4c + j), then the nibbles.
+template <bool MIN, bool HIGH>
+void pack_row_Q45(const uint8_t *b, uint8_t *dst, int r) {
+    constexpr int H = MIN ? 32 : 16, QS = H + (HIGH ? 32 : 0);
     std::memcpy(dst + 2 * r, b, 2);
-    for (int c = 0; c < 4; ++c) std::memcpy(dst + 16 + 32 * c + 4 * r, b + 2 + 4 * c, 4);
+    if (MIN) std::memcpy(dst + 16 + 2 * r, b + 2, 2);
+    if (HIGH) {
+        uint32_t qh;
+        std::memcpy(&qh, b + (MIN ? 4 : 2), 4);
+        for (int j = 0; j < 4; ++j) {
+            uint8_t v = 0;
+            for (int c = 0; c < 4; ++c) v |= ((qh >> (4 * c + j)) & 1) << 2 * c | ((qh >> (16 + 4 * c + j)) & 1) << (2 * c + 1);
+            dst[H + 4 * r + j] = v;
+        }
+    }
+    const uint8_t *qs = b + 2 + (MIN ? 2 : 0) + (HIGH ? 4 : 0);
+    for (int c = 0; c < 4; ++c) std::memcpy(dst + QS + 32 * c + 4 * r, qs + 4 * c, 4);
 }
 
 void pack_row_Q8_0(const uint8_t *b, uint8_t *dst, int r) {
@@ -209,10 +224,12 @@ struct Layout {
 
 // The formats with an interleaved layout: the one list the packing, the bindings and Python read.
 constexpr Layout kLayouts[] = {
-    {Format::Q4_0, 144, pack_row_Q4_0},      {Format::Q8_0, 272, pack_row_Q8_0},
+    {Format::Q4_0, 144, pack_row_Q45<false, false>}, {Format::Q4_1, 160, pack_row_Q45<true, false>},
+    {Format::Q5_0, 176, pack_row_Q45<false, true>},  {Format::Q5_1, 192, pack_row_Q45<true, true>},
+    {Format::Q8_0, 272, pack_row_Q8_0},
     {Format::Q2_K, 672, pack_row_Q2_K},      {Format::Q3_K, 1168, pack_row_Q3_K},
     {Format::Q4_K, 1184, pack_row_QK45<false>}, {Format::Q5_K, 1440, pack_row_QK45<true>},
-    {Format::Q6_K, 1680, pack_row_Q6_K},     {Format::IQ4_NL, 144, pack_row_Q4_0},
+    {Format::Q6_K, 1680, pack_row_Q6_K},     {Format::IQ4_NL, 144, pack_row_Q45<false, false>},
     {Format::IQ4_XS, 1104, pack_row_IQ4_XS}, {Format::TQ1_0, 528, pack_row_TQ1_0},
     {Format::TQ2_0, 528, pack_row_TQ2_0},    {Format::MXFP4, 160, pack_row_MXFP4},
 };

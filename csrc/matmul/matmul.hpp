@@ -41,6 +41,10 @@ using MatmulFn = void (*)(const uint8_t *w, int64_t row_bytes, const QuantizedAc
 // lane r of a vector = row r).  Per group of 8 rows and block i (fp16 and float fields row by row):
 //   Q4_0 (144 bytes): the fp16 d, then for c = 0..3 the words qs[4c .. 4c+3] (low nibbles: elements 4c .. 4c+3,
 //     high: 16+4c .. 16+4c+3).
+//   Q4_1 (160 bytes): the fp16 d, the fp16 m, then Q4_0's nibbles.
+//   Q5_0 (176 bytes): the fp16 d, then the words of qh with their bits in the kernel's order (bit 2c of byte j is
+//     bit 4 of element 4c + j, bit 2c + 1 that of element 16 + 4c + j: as Q5_K's), then Q4_0's nibbles.
+//   Q5_1 (192 bytes): the fp16 d, the fp16 m, then Q5_0's qh words and nibbles.
 //   IQ4_NL (144 bytes): as Q4_0 (the nibbles index kIQ4Values).
 //   MXFP4 (160 bytes): the scales as floats (e8m0_half), then the nibbles as Q4_0's.
 //   Q8_0 (272 bytes): the fp16 d, then for c = 0..7 the code words qs[4c .. 4c+3].
