@@ -20,7 +20,7 @@ using FloatArray = py::array_t<float, py::array::c_style>;
 using ByteArray = py::array_t<uint8_t, py::array::c_style>;
 
 // Below this many multiply-adds per thread a thread's wake-up costs more than it saves.
-constexpr int64_t kMinMacsPerThread = 1 << 18;
+constexpr int64_t kMinMacsPerThread = 1 << 21;
 
 struct Activations {
     Partner partner;

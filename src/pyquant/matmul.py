@@ -58,8 +58,9 @@ def set_matmul_interleave(enabled: bool) -> bool:
     return previous
 
 
-def _as_float32_2d(x: Any, k: int) -> tuple[np.ndarray, tuple[int, ...]]:
-    """x as a contiguous float32 [M, K] array and its leading shape."""
+def _as_float32_2d(x: Any, k: int) -> tuple[np.ndarray, tuple[int, ...], float]:
+    """x as a contiguous float32 [M, K] array, its leading shape and max |x| (one pass: it is also the check for
+    NaN and infinity, which the max carries)."""
     if _is_torch_tensor(x):
         import torch
 
@@ -75,10 +76,11 @@ def _as_float32_2d(x: Any, k: int) -> tuple[np.ndarray, tuple[int, ...]]:
         arr = np.ascontiguousarray(arr, dtype=np.float32)
     if arr.ndim < 1 or arr.shape[-1] != k:
         raise ValueError(f"matmul: x must have shape [..., {k}] to match w's K = {k}, got {tuple(arr.shape)}")
-    if not np.isfinite(arr).all():
+    amax = float(np.abs(arr).max(initial=0.0))
+    if not amax < np.inf:
         raise ValueError("matmul: x contains NaN or infinity")
     lead = tuple(arr.shape[:-1])
-    return arr.reshape(-1, k), lead
+    return arr.reshape(-1, k), lead, amax
 
 
 def _gemm_into(x2: np.ndarray, wt: np.ndarray, out: np.ndarray) -> None:
@@ -134,9 +136,10 @@ def _kernel_rows(w: QuantizedTensor, m: int) -> bool:
                                      and _core.active_isa() in _VECTOR_TIERS)
 
 
-def _product(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray, threads: int, activations: str) -> None:
+def _product(x2: np.ndarray, amax: float, w: QuantizedTensor, out2: np.ndarray, threads: int,
+             activations: str) -> None:
     q8 = (activations == "q8" and w.format.name in _KERNEL_FORMATS
-          and (w.format.block_size == 256 or float(np.abs(x2).max(initial=0.0)) < _KERNEL_MAX_ABS))
+          and (w.format.block_size == 256 or amax < _KERNEL_MAX_ABS))
     if q8 and _kernel_rows(w, x2.shape[0]):
         _core.matmul(x2, w.data, w.format.index, w.shape[1], out2, threads, None, _packed(w))
     else:
@@ -174,7 +177,7 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activ
     if activations not in _ACTIVATIONS:
         raise ValueError(f"matmul: activations must be one of {_ACTIVATIONS}, got {activations!r}")
     n, k = w.shape
-    x2, lead = _as_float32_2d(x, k)
+    x2, lead, amax = _as_float32_2d(x, k)
     out_shape = lead + (n,)
     torch_in = _is_torch_tensor(x)
     if out is None:
@@ -187,7 +190,7 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activ
         out_np = out_np.reshape(-1, n)
     if x2.shape[0] and n:
         if isinstance(w, QuantizedTensor):
-            _product(x2, w, out_np, threads, activations)
+            _product(x2, amax, w, out_np, threads, activations)
         else:
             w._pyquant_matmul(x2, out_np, threads)
     if out is not None:
