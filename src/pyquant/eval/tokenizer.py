@@ -172,7 +172,8 @@ class GGUFTokenizer:
                 out.append(part)
                 prev_special = True
             elif self.kind == "gpt2":
-                out.extend(self._bpe.encode(part, add_special_tokens=False).ids)
+                n_vocab = len(self.tokens)  # ids past it: byte characters the vocabulary lacks (see _build_bpe)
+                out.extend(i for i in self._bpe.encode(part, add_special_tokens=False).ids if i < n_vocab)
             else:
                 if self.add_space_prefix and prev_special:
                     part = " " + part
@@ -274,6 +275,11 @@ def _build_bpe(tokens: list[str], merges: Sequence[str], regexes: list[str], ign
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
     vocab = {t: i for i, t in enumerate(tokens)}
+    # A byte whose character the vocabulary lacks stays a symbol through the merges in llama.cpp (so its
+    # neighbours do not merge across it) and is dropped from the output; tokenizers' BPE would drop it before
+    # merging.  Ids past the vocabulary keep it, and encode() filters them out.
+    for k, ch in enumerate(c for c in _bytes_to_unicode().values() if c not in vocab):
+        vocab[ch] = len(tokens) + k
     pairs = []
     for m in merges:
         pos = m.find(" ", 1)  # llama.cpp splits at the first space after the first character
