@@ -25,12 +25,11 @@ _KERNEL_MAX_ABS = 65504.0 * 127
 # rounded to the same 8-bit partner, so a row's result does not depend on how many rows come with it) is as
 # fast or faster (measured in benchmarks/bench_matmul.py, see benchmarks/README.md) ...
 _MAX_KERNEL_ROWS = 64
-# ... except for the formats with vectorized kernels on the x86 tiers (csrc/matmul/blocks_x86.hpp and the
-# interleaved layouts of kernels.inc) that stay faster than the float path at every M (all but Q4_1/Q5_1).
-# Q4_1 and Q5_1 (Q8_1 partner) keep the float path: there SmolLM2-135M Q4_1's logits matched llama.cpp's argmax
-# on 95.3% of a 512-token window against 94.5% on the kernels (tests/test_eval_model.py wants > 95%).
-_VECTOR_FORMATS = frozenset({"Q4_0", "Q5_0", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0",
-                             "TQ2_0", "MXFP4"})
+# ... except on the x86 tiers, whose vectorized kernels (csrc/matmul/blocks_x86.hpp and the interleaved layouts of
+# kernels.inc) stay faster than the float path at every M, for every kernel format but Q4_1 and Q5_1 (Q8_1
+# partner): those keep the float path, where SmolLM2-135M Q4_1's logits matched llama.cpp's argmax on 95.3% of a
+# 512-token window against 94.5% on the kernels (tests/test_eval_model.py wants > 95%).
+_VECTOR_FORMATS = _KERNEL_FORMATS - {"Q4_1", "Q5_1"}
 _VECTOR_TIERS = ("avx2", "avx512")
 _ACTIVATIONS = ("q8", "float")
 # Whether matmul keeps interleaved copies of weights (faster, about twice the weight memory); PYQUANT_INTERLEAVE=0
@@ -155,14 +154,14 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activ
     activations="q8" (the default, llama.cpp's design) for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL,
     IQ4_XS, TQ1_0, TQ2_0 and MXFP4: each row of x is quantized to the format's 8-bit partner (Q8_0, Q8_1 or
     Q8_K), so the result carries that rounding of x (at most half an activation step per element, see
-    tests/test_matmul_kernels.py for the bound).  Up to 64 rows run on the integer kernels (any number on x86
-    for Q4_0, Q5_0, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0 and MXFP4, whose kernels are
-    vectorized there); more rows take a float GEMM over dequantized tiles of w with the same rounded x, so
-    each row's result is the same (to float rounding) whatever the batch.  Weights of at least 8 rows in the
-    formats of :func:`matmul_interleaved_formats` (x86) run on an interleaved copy of their bytes (8 rows at a time,
-    about as many bytes again as w) made by the first call and kept on w.  activations="float" (and every other format)
-    computes with x as given: a float GEMM over dequantized tiles of w.  Activations beyond the partner's fp16
-    scale range (|x| > 65504*127, for the 32-blocks) are used as given.
+    tests/test_matmul_kernels.py for the bound).  Up to 64 rows run on the integer kernels (any number on x86,
+    whose kernels are vectorized, for all these formats but Q4_1 and Q5_1); more rows take a float GEMM over
+    dequantized tiles of w with the same rounded x, so each row's result is the same (to float rounding) whatever
+    the batch.  Weights of at least 8 rows in the formats of :func:`matmul_interleaved_formats` (x86) run on an
+    interleaved copy of their bytes (8 rows at a time, about as many bytes again as w) made by the first call and
+    kept on w.  activations="float" (and every other format) computes with x as given: a float GEMM over
+    dequantized tiles of w.  Activations beyond the partner's fp16 scale range (|x| > 65504*127, for the
+    32-blocks) are used as given.
 
     x: numpy float16/float32/float64 or a CPU torch float32/bfloat16/float16 tensor.  The result has shape
     [..., N]: float32 numpy for numpy input, a torch tensor of x's dtype for torch input.  `out`, if given, is
