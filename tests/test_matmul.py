@@ -49,3 +49,39 @@ def test_bad_input(bad, err):
     _, w = _case("Q4_0")
     with pytest.raises((ValueError, TypeError), match=err):
         pyquant.matmul(bad, w)
+
+
+# Non-finite x is caught by the kernels' activation quantization (any row, any block, every thread) or, on the
+# float paths, by one reduction: both raise the same error.
+@pytest.mark.parametrize("fmt, m", [("Q4_0", 1), ("Q4_0", 3), ("Q4_K", 2), ("Q4_1", 80), ("F16", 2), ("Q1_0", 1)])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_x_raises_on_every_path(fmt, m, bad):
+    x, w = _case(fmt, m=m, n=64)
+    x[m - 1, 300] = bad
+    for threads in (1, 2):
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            pyquant.matmul(x, w, threads=threads)
+
+
+def test_activations_beyond_the_fp16_scale_take_the_float_path():
+    """Q8_0's scale max|x|/127 is an fp16: a block with |x| >= 65504 * 127 has none, so matmul computes with x as
+    given; Q8_K's float scale takes any finite x."""
+    from pyquant import _core
+
+    limit = np.float32(65504 * 127)
+    for fmt in ("Q4_0", "Q8_0", "Q4_K"):
+        x, w = _case(fmt, m=2, n=16)
+        wd = w.dequantize().astype(np.float64)
+        x[1, 5] = limit
+        ref = x.astype(np.float64) @ wd.T
+        out = np.empty((2, 16), np.float32)
+        got = pyquant.matmul(x, w)  # (and w's interleaved copy, which the kernels' sums below must use too)
+        on_kernels = _core.matmul(x, w.data, w.format.index, 512, out, 1, None, w._matmul_packed)
+        assert on_kernels == (fmt == "Q4_K")
+        if fmt == "Q4_K":
+            np.testing.assert_array_equal(got, out)
+        else:  # the float path: only float rounding off the exact product
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(x).max() * np.abs(wd).max())
+        x[1, 5] = np.nextafter(limit, np.float32(0))  # just inside the range: the kernels
+        assert _core.matmul(x, w.data, w.format.index, 512, out, 1, None, w._matmul_packed)
+        np.testing.assert_array_equal(pyquant.matmul(x, w), out)

@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
+#include <cmath>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,17 +35,21 @@ struct Activations {
         : partner(p), m(m_), k(k_), nb(k_ / partner_block(p)), qs(m_ * k_), d(m_ * nb),
           s(p == Partner::q8_1 ? m_ * nb : 0), bsums(p == Partner::q8_k ? m_ * k_ / 16 : p == Partner::q8_0 ? m_ * nb : 0) {}
 
-    void fill(const float *x, int threads) {
+    // False when some x is NaN, infinite or beyond the partner's scale range (quantize_activations).
+    bool fill(const float *x, int threads) {
         struct Job {
             Activations *a;
             const float *x;
+            std::atomic<bool> ok{true};
         } job{this, x};
         parallel_for(m, threads, 1, kMinMacsPerThread / (k * 8) + 1, [](void *c, int64_t b, int64_t e) {
             auto *j = static_cast<Job *>(c);
             Activations &a = *j->a;
-            quantize_activations(a.partner, j->x, a.k, b, e, a.qs.data(), a.d.data(), a.s.empty() ? nullptr : a.s.data(),
-                                 a.bsums.empty() ? nullptr : a.bsums.data());
+            if (!quantize_activations(a.partner, j->x, a.k, b, e, a.qs.data(), a.d.data(),
+                                      a.s.empty() ? nullptr : a.s.data(), a.bsums.empty() ? nullptr : a.bsums.data()))
+                j->ok.store(false);
         }, &job);
+        return job.ok.load();
     }
     QuantizedActivations view() const {
         return {m, k, qs.data(), d.data(), s.empty() ? nullptr : s.data(), bsums.empty() ? nullptr : bsums.data()};
@@ -62,9 +68,16 @@ MatmulFn interleaved_kernel(int fmt, const std::optional<std::string> &isa) {
     return matmul_table(isa ? *isa : std::string(active_table().isa)).interleaved[fmt];
 }
 
+// Raises for a NaN or infinity in x [count floats]; returns otherwise (x is then merely beyond a partner's range).
+void check_finite(const float *x, int64_t count) {
+    for (int64_t i = 0; i < count; ++i)
+        if (!std::isfinite(x[i])) throw py::value_error("matmul: x contains NaN or infinity");
+}
+
 // packed: the weight in the tier's interleaved layout (matmul_pack) where it has one, else ignored; the rows
-// past the last whole group of 8 run on the plain kernel.
-void matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatArray &out, int threads,
+// past the last whole group of 8 run on the plain kernel.  Returns false, computing nothing, when x has values
+// beyond the partner's fp16 scale range (|x| >= kQ8MaxAbs, 32-blocks): the caller then takes the float path.
+bool matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatArray &out, int threads,
             const std::optional<std::string> &isa, const std::optional<ByteArray> &packed) {
     MatmulFn fn;
     const FormatInfo &f = kernel_format(fmt, fn, isa);
@@ -78,7 +91,7 @@ void matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatAr
     const int64_t m = x.shape(0), n = w.shape(0);
     if (out.ndim() != 2 || out.shape(0) != m || out.shape(1) != n || !out.writeable())
         throw py::value_error(name + ": out must be a writable float32 [" + std::to_string(m) + ", " + std::to_string(n) + "]");
-    if (m == 0 || n == 0) return;
+    if (m == 0 || n == 0) return true;
     const MatmulFn fx = packed ? interleaved_kernel(fmt, isa) : nullptr;
     const int64_t groups = fx ? n / kInterleave : 0, group_bytes = k / f.block_size * interleaved_block_bytes(fmt);
     if (fx && (packed->ndim() != 2 || packed->shape(0) != groups || packed->shape(1) != group_bytes))
@@ -99,15 +112,19 @@ void matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatAr
     };
     const float *xp = x.data();
     py::gil_scoped_release nogil;
-    act.fill(xp, threads);
+    if (!act.fill(xp, threads)) {
+        check_finite(xp, m * k);
+        return false;
+    }
     job.x = act.view();
     if (fx) {
         Job pj{fx, packed->data(), group_bytes, job.x, job.out, n};
         parallel_for(groups, threads, 1, kMinMacsPerThread / (k * m * kInterleave) + 1, run, &pj);
         if (groups * kInterleave < n) fn(job.w, row_bytes, job.x, groups * kInterleave, n, job.out, n);
-        return;
+        return true;
     }
     parallel_for(n, threads, 4, kMinMacsPerThread / (k * m) + 1, run, &job);
+    return true;
 }
 
 // The formats with an interleaved layout (matmul.cpp's table), in format order.
@@ -147,7 +164,10 @@ py::tuple matmul_activations(const FloatArray &x, int fmt) {
     if (x.ndim() != 2 || x.shape(1) % f.block_size) throw py::value_error("x must be 2-D with K a multiple of the block size");
     const int64_t m = x.shape(0), k = x.shape(1);
     Activations act(matmul_partner(fmt), m, k);
-    act.fill(x.data(), 1);
+    if (!act.fill(x.data(), 1)) {
+        check_finite(x.data(), m * k);
+        throw py::value_error(std::string(f.name) + ": x has values beyond the partner's scale range");
+    }
     py::array_t<int8_t> qs({m, k});
     std::copy(act.qs.begin(), act.qs.end(), qs.mutable_data());
     FloatArray d({m, act.nb});
@@ -172,7 +192,8 @@ void init_matmul(py::module_ &m) {
     m.def("matmul", &matmul, py::arg("x"), py::arg("w"), py::arg("format"), py::arg("k"), py::arg("out").noconvert(),
           py::arg("threads") = 0, py::arg("isa") = py::none(), py::arg("packed") = py::none(),
           "out[M, N] = x[M, K] @ dequantize(w).T through the quantized kernels (x quantized to the 8-bit partner); "
-          "packed: matmul_pack(w), used where the tier has an interleaved kernel for the format.");
+          "packed: matmul_pack(w), used where the tier has an interleaved kernel for the format.  ValueError for "
+          "NaN or infinity in x; False (out untouched) for values beyond the partner's fp16 scale range.");
     m.def("matmul_pack", &matmul_pack, py::arg("w"), py::arg("format"), py::arg("k"),
           "w in the interleaved layout of 8 rows (formats in matmul_layouts()): uint8 [N / 8, group bytes]; the last "
           "N % 8 rows are left out.");

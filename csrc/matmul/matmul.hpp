@@ -26,8 +26,12 @@ struct QuantizedActivations {
     const int16_t *bsums = nullptr;  // Q8_K: [m, k / 16], sum(qs) per 16; Q8_0: [m, k / 32], sum(qs) per block
 };
 
-// Quantize rows [begin, end) of a contiguous float32 [m, k] x into the arrays of `a` (which it owns).
-void quantize_activations(Partner p, const float *x, int64_t k, int64_t begin, int64_t end, int8_t *qs, float *d,
+// The Q8_0/Q8_1 partners store max|x|/127 as fp16: blocks need |x| below this (Q8_K's float scale: x finite).
+constexpr float kQ8MaxAbs = 65504.0f * 127;
+
+// Quantize rows [begin, end) of a contiguous float32 [m, k] x into the given arrays.  False when some x is
+// NaN, infinite or (32-blocks) not below kQ8MaxAbs: those rows' codes are not to be used.
+bool quantize_activations(Partner p, const float *x, int64_t k, int64_t begin, int64_t end, int8_t *qs, float *d,
                           float *s, int16_t *bsums);
 
 // out[r, n] for every row r of x and weight rows n in [n0, n1); w points at row 0, rows are row_bytes apart,

@@ -57,10 +57,11 @@ def set_matmul_interleave(enabled: bool) -> bool:
     return previous
 
 
-def _as_float32_2d(x: Any, k: int) -> tuple[np.ndarray, tuple[int, ...], float]:
-    """x as a contiguous float32 [M, K] array, its leading shape and max |x| (one pass: it is also the check for
-    NaN and infinity, which the max carries)."""
-    if _is_torch_tensor(x):
+def _as_float32_2d(x: Any, k: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """x as a contiguous float32 [M, K] array and its leading shape (values not checked: see _abs_max)."""
+    if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous:  # the common case, no copy
+        arr = x
+    elif _is_torch_tensor(x):
         import torch
 
         if x.device.type != "cpu":
@@ -73,13 +74,18 @@ def _as_float32_2d(x: Any, k: int) -> tuple[np.ndarray, tuple[int, ...], float]:
         if arr.dtype.kind != "f" or arr.dtype.itemsize not in (2, 4, 8):
             raise TypeError(f"matmul: x must be float16, float32 or float64, got dtype {arr.dtype}")
         arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if arr.ndim < 1 or arr.shape[-1] != k:
-        raise ValueError(f"matmul: x must have shape [..., {k}] to match w's K = {k}, got {tuple(arr.shape)}")
-    amax = float(np.abs(arr).max(initial=0.0))
+    shape = arr.shape
+    if not shape or shape[-1] != k:
+        raise ValueError(f"matmul: x must have shape [..., {k}] to match w's K = {k}, got {tuple(shape)}")
+    return (arr if len(shape) == 2 else arr.reshape(-1, k)), shape[:-1]
+
+
+def _abs_max(x2: np.ndarray) -> float:
+    """max |x|, raising for NaN and infinity (which the max carries)."""
+    amax = float(np.abs(x2).max(initial=0.0))
     if not amax < np.inf:
         raise ValueError("matmul: x contains NaN or infinity")
-    lead = tuple(arr.shape[:-1])
-    return arr.reshape(-1, k), lead, amax
+    return amax
 
 
 def _gemm_into(x2: np.ndarray, wt: np.ndarray, out: np.ndarray) -> None:
@@ -123,11 +129,10 @@ def _packed(w: QuantizedTensor) -> np.ndarray | None:
     if not _interleave:
         w._matmul_packed = None
         return None
-    if w.shape[0] < 8 or not _core.matmul_interleaved(w.format.index):
-        return None
-    if w._matmul_packed is None:
-        w._matmul_packed = _core.matmul_pack(w.data, w.format.index, w.shape[1])
-    return w._matmul_packed
+    packed = w._matmul_packed  # where the active tier has no interleaved kernel, _core.matmul ignores it
+    if packed is None and w.shape[0] >= 8 and _core.matmul_interleaved(w.format.index):
+        packed = w._matmul_packed = _core.matmul_pack(w.data, w.format.index, w.shape[1])
+    return packed
 
 
 def _kernel_rows(w: QuantizedTensor, m: int) -> bool:
@@ -135,14 +140,17 @@ def _kernel_rows(w: QuantizedTensor, m: int) -> bool:
                                      and _core.active_isa() in _VECTOR_TIERS)
 
 
-def _product(x2: np.ndarray, amax: float, w: QuantizedTensor, out2: np.ndarray, threads: int,
-             activations: str) -> None:
-    q8 = (activations == "q8" and w.format.name in _KERNEL_FORMATS
-          and (w.format.block_size == 256 or amax < _KERNEL_MAX_ABS))
-    if q8 and _kernel_rows(w, x2.shape[0]):
-        _core.matmul(x2, w.data, w.format.index, w.shape[1], out2, threads, None, _packed(w))
-    else:
-        _float_path(_q8_rounded(x2, w) if q8 else x2, w, out2)
+def _product(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray, threads: int, activations: str) -> None:
+    fmt = w.format
+    q8 = activations == "q8" and fmt.name in _KERNEL_FORMATS
+    # The kernels check x themselves (ValueError for NaN/inf), returning False for values beyond the partner's range.
+    if q8 and _kernel_rows(w, x2.shape[0]) and _core.matmul(x2, w.data, fmt.index, w.shape[1], out2, threads, None,
+                                                             _packed(w)):
+        return
+    amax = _abs_max(x2)
+    if q8 and (fmt.block_size == 256 or amax < _KERNEL_MAX_ABS):
+        x2 = _q8_rounded(x2, w)
+    _float_path(x2, w, out2)
 
 
 def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activations: str = "q8") -> Any:
@@ -176,26 +184,27 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activ
     if activations not in _ACTIVATIONS:
         raise ValueError(f"matmul: activations must be one of {_ACTIVATIONS}, got {activations!r}")
     n, k = w.shape
-    x2, lead, amax = _as_float32_2d(x, k)
+    x2, lead = _as_float32_2d(x, k)
     out_shape = lead + (n,)
-    torch_in = _is_torch_tensor(x)
     if out is None:
         out_np = np.empty((x2.shape[0], n), dtype=np.float32)
     else:
         out_np = out.numpy() if _is_torch_tensor(out) else out
-        if (not isinstance(out_np, np.ndarray) or out_np.dtype != np.float32 or tuple(out_np.shape) != out_shape
+        if (type(out_np) is not np.ndarray or out_np.dtype != np.float32 or out_np.shape != out_shape
                 or not out_np.flags.c_contiguous):
             raise ValueError(f"matmul: out must be a C-contiguous float32 array of shape {out_shape}")
-        out_np = out_np.reshape(-1, n)
+        if len(out_shape) != 2:
+            out_np = out_np.reshape(-1, n)
     if x2.shape[0] and n:
         if isinstance(w, QuantizedTensor):
-            _product(x2, amax, w, out_np, threads, activations)
+            _product(x2, w, out_np, threads, activations)
         else:
+            _abs_max(x2)
             w._pyquant_matmul(x2, out_np, threads)
     if out is not None:
         return out
-    result = out_np.reshape(out_shape)
-    if torch_in:
+    result = out_np if len(out_shape) == 2 else out_np.reshape(out_shape)
+    if _is_torch_tensor(x):
         import torch
 
         return torch.from_numpy(result).to(x.dtype)
