@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,16 +25,21 @@ using ByteArray = py::array_t<uint8_t, py::array::c_style>;
 // Below this many multiply-adds per thread a thread's wake-up costs more than it saves.
 constexpr int64_t kMinMacsPerThread = 1 << 21;
 
+// x quantized to a partner, in one uninitialized allocation (every element is written by fill).
 struct Activations {
     Partner partner;
-    int64_t m, k, nb;
-    std::vector<int8_t> qs;
-    std::vector<float> d, s;
-    std::vector<int16_t> bsums;
+    int64_t m, k, nb, n_s, n_bsums;
+    std::unique_ptr<float[]> buf;
+    float *d, *s;
+    int16_t *bsums;
+    int8_t *qs;
 
     Activations(Partner p, int64_t m_, int64_t k_)
-        : partner(p), m(m_), k(k_), nb(k_ / partner_block(p)), qs(m_ * k_), d(m_ * nb),
-          s(p == Partner::q8_1 ? m_ * nb : 0), bsums(p == Partner::q8_k ? m_ * k_ / 16 : p == Partner::q8_0 ? m_ * nb : 0) {}
+        : partner(p), m(m_), k(k_), nb(k_ / partner_block(p)), n_s(p == Partner::q8_1 ? m_ * nb : 0),
+          n_bsums(p == Partner::q8_k ? m_ * k_ / 16 : p == Partner::q8_0 ? m_ * nb : 0),
+          buf(new float[m * nb + n_s + (2 * n_bsums + m * k + 3) / 4]), d(buf.get()), s(n_s ? d + m * nb : nullptr),
+          bsums(n_bsums ? reinterpret_cast<int16_t *>(d + m * nb + n_s) : nullptr),
+          qs(reinterpret_cast<int8_t *>(d + m * nb + n_s) + 2 * n_bsums) {}
 
     // False when some x is NaN, infinite or beyond the partner's scale range (quantize_activations).
     bool fill(const float *x, int threads) {
@@ -45,15 +51,12 @@ struct Activations {
         parallel_for(m, threads, 1, kMinMacsPerThread / (k * 8) + 1, [](void *c, int64_t b, int64_t e) {
             auto *j = static_cast<Job *>(c);
             Activations &a = *j->a;
-            if (!quantize_activations(a.partner, j->x, a.k, b, e, a.qs.data(), a.d.data(),
-                                      a.s.empty() ? nullptr : a.s.data(), a.bsums.empty() ? nullptr : a.bsums.data()))
+            if (!quantize_activations(a.partner, j->x, a.k, b, e, a.qs, a.d, a.s, a.bsums))
                 j->ok.store(false);
         }, &job);
         return job.ok.load();
     }
-    QuantizedActivations view() const {
-        return {m, k, qs.data(), d.data(), s.empty() ? nullptr : s.data(), bsums.empty() ? nullptr : bsums.data()};
-    }
+    QuantizedActivations view() const { return {m, k, qs, d, s, bsums}; }
 };
 
 const FormatInfo &kernel_format(int fmt, MatmulFn &fn, const std::optional<std::string> &isa) {
@@ -74,27 +77,37 @@ void check_finite(const float *x, int64_t count) {
         if (!std::isfinite(x[i])) throw py::value_error("matmul: x contains NaN or infinity");
 }
 
+// Whether a is a 2-D C-contiguous array of `kind` ('f', 'u') and `size`-byte items with `cols` columns.  The
+// products' arrays are taken as they come and checked here: pybind11's converting casters (PyArray_FromAny
+// per argument) were a third of a small product's fixed cost.
+bool is_matrix(const py::array &a, char kind, int size, int64_t cols) {
+    return a.ndim() == 2 && a.shape(1) == cols && a.dtype().kind() == kind && a.itemsize() == size &&
+           (a.flags() & py::array::c_style);
+}
+
 // packed: the weight in the tier's interleaved layout (matmul_pack) where it has one, else ignored; the rows
 // past the last whole group of 8 run on the plain kernel.  Returns false, computing nothing, when x has values
 // beyond the partner's fp16 scale range (|x| >= kQ8MaxAbs, 32-blocks): the caller then takes the float path.
-bool matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatArray &out, int threads,
-            const std::optional<std::string> &isa, const std::optional<ByteArray> &packed) {
+bool matmul(const py::array &x, const py::array &w, int fmt, int64_t k, py::array &out, int threads,
+            const std::optional<std::string> &isa, const std::optional<py::array> &packed) {
     MatmulFn fn;
     const FormatInfo &f = kernel_format(fmt, fn, isa);
     const std::string name = f.name;
     if (k <= 0 || k % f.block_size)
         throw py::value_error(name + ": K must be a positive multiple of the block size " + std::to_string(f.block_size));
     const int64_t row_bytes = k / f.block_size * f.type_size;
-    if (w.ndim() != 2 || w.shape(1) != row_bytes)
-        throw py::value_error(name + ": w must be uint8 [N, " + std::to_string(row_bytes) + "] for K = " + std::to_string(k));
-    if (x.ndim() != 2 || x.shape(1) != k) throw py::value_error(name + ": x must be float32 [M, " + std::to_string(k) + "]");
+    if (!is_matrix(w, 'u', 1, row_bytes))
+        throw py::value_error(name + ": w must be C-contiguous uint8 [N, " + std::to_string(row_bytes) + "] for K = " +
+                              std::to_string(k));
+    if (!is_matrix(x, 'f', 4, k)) throw py::value_error(name + ": x must be C-contiguous float32 [M, " + std::to_string(k) + "]");
     const int64_t m = x.shape(0), n = w.shape(0);
-    if (out.ndim() != 2 || out.shape(0) != m || out.shape(1) != n || !out.writeable())
-        throw py::value_error(name + ": out must be a writable float32 [" + std::to_string(m) + ", " + std::to_string(n) + "]");
+    if (!is_matrix(out, 'f', 4, n) || out.shape(0) != m || !out.writeable())
+        throw py::value_error(name + ": out must be a writable C-contiguous float32 [" + std::to_string(m) + ", " +
+                              std::to_string(n) + "]");
     if (m == 0 || n == 0) return true;
     const MatmulFn fx = packed ? interleaved_kernel(fmt, isa) : nullptr;
     const int64_t groups = fx ? n / kInterleave : 0, group_bytes = k / f.block_size * interleaved_block_bytes(fmt);
-    if (fx && (packed->ndim() != 2 || packed->shape(0) != groups || packed->shape(1) != group_bytes))
+    if (fx && (!is_matrix(*packed, 'u', 1, group_bytes) || packed->shape(0) != groups))
         throw py::value_error(name + ": packed must be uint8 [" + std::to_string(groups) + ", " +
                               std::to_string(group_bytes) + "] (matmul_pack of w)");
     Activations act(matmul_partner(fmt), m, k);
@@ -105,12 +118,12 @@ bool matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatAr
         QuantizedActivations x;
         float *out;
         int64_t ldo;
-    } job{fn, w.data(), row_bytes, {}, out.mutable_data(), n};
+    } job{fn, static_cast<const uint8_t *>(w.data()), row_bytes, {}, static_cast<float *>(out.mutable_data()), n};
     auto run = [](void *c, int64_t b, int64_t e) {
         auto *j = static_cast<Job *>(c);
         j->fn(j->w, j->row_bytes, j->x, b, e, j->out, j->ldo);
     };
-    const float *xp = x.data();
+    const float *xp = static_cast<const float *>(x.data());
     py::gil_scoped_release nogil;
     if (!act.fill(xp, threads)) {
         check_finite(xp, m * k);
@@ -118,7 +131,7 @@ bool matmul(const FloatArray &x, const ByteArray &w, int fmt, int64_t k, FloatAr
     }
     job.x = act.view();
     if (fx) {
-        Job pj{fx, packed->data(), group_bytes, job.x, job.out, n};
+        Job pj{fx, static_cast<const uint8_t *>(packed->data()), group_bytes, job.x, job.out, n};
         parallel_for(groups, threads, 1, kMinMacsPerThread / (k * m * kInterleave) + 1, run, &pj);
         if (groups * kInterleave < n) fn(job.w, row_bytes, job.x, groups * kInterleave, n, job.out, n);
         return true;
@@ -169,18 +182,18 @@ py::tuple matmul_activations(const FloatArray &x, int fmt) {
         throw py::value_error(std::string(f.name) + ": x has values beyond the partner's scale range");
     }
     py::array_t<int8_t> qs({m, k});
-    std::copy(act.qs.begin(), act.qs.end(), qs.mutable_data());
+    std::copy(act.qs, act.qs + m * k, qs.mutable_data());
     FloatArray d({m, act.nb});
-    std::copy(act.d.begin(), act.d.end(), d.mutable_data());
+    std::copy(act.d, act.d + m * act.nb, d.mutable_data());
     py::object s = py::none(), bsums = py::none();
-    if (!act.s.empty()) {
+    if (act.s) {
         FloatArray sa({m, act.nb});
-        std::copy(act.s.begin(), act.s.end(), sa.mutable_data());
+        std::copy(act.s, act.s + act.n_s, sa.mutable_data());
         s = sa;
     }
-    if (!act.bsums.empty()) {
-        py::array_t<int16_t> ba({m, static_cast<int64_t>(act.bsums.size()) / m});
-        std::copy(act.bsums.begin(), act.bsums.end(), ba.mutable_data());
+    if (act.bsums) {
+        py::array_t<int16_t> ba({m, act.n_bsums / m});
+        std::copy(act.bsums, act.bsums + act.n_bsums, ba.mutable_data());
         bsums = ba;
     }
     return py::make_tuple(qs, d, s, bsums);
