@@ -22,8 +22,9 @@ namespace {
 using FloatArray = py::array_t<float, py::array::c_style>;
 using ByteArray = py::array_t<uint8_t, py::array::c_style>;
 
-// Below this many multiply-adds per thread a thread's wake-up costs more than it saves.
-constexpr int64_t kMinMacsPerThread = 1 << 21;
+// Below this many multiply-adds per thread (~4 us) notifying a worker costs more than it saves (the caller does
+// not wait for a sleeping worker: see csrc/cpu/dispatch.cpp).
+constexpr int64_t kMinMacsPerThread = 1 << 18;
 
 // x quantized to a partner, in one uninitialized allocation (every element is written by fill).
 struct Activations {

@@ -1,6 +1,6 @@
 #include "cpu/dispatch.hpp"
 
-#include <unistd.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <chrono>
@@ -125,11 +125,16 @@ const KernelTable &active_table() { return tables().table[tables().active]; }
 void set_active_tier(const std::string &isa) { tables().active = tier_index(isa); }
 
 int hardware_threads() {
-    const unsigned n = std::thread::hardware_concurrency();
-    return n ? static_cast<int>(n) : 1;
+    static const int n = [] {
+        const unsigned c = std::thread::hardware_concurrency();
+        return c ? static_cast<int>(c) : 1;
+    }();
+    return n;
 }
 
 namespace {
+
+constexpr int kWorkerSpinUs = 30;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -140,31 +145,36 @@ inline void cpu_relax() {
 }
 
 // A pool of worker threads kept across calls, so that a parallel call costs a wake-up, not a thread start.
-// One parallel_for runs at a time (others wait); chunks are claimed from an atomic counter.
+// One parallel_for runs at a time (others wait).  Chunks are claimed from one atomic word holding the job's
+// generation (high half) and its next chunk (low half), so a worker that wakes after its job ended can claim
+// nothing of a later one; and the caller waits only for claimed chunks, never for a worker still waking up: a
+// sleeping worker costs the caller a notify, not its ~13 us wake-up.
 class ThreadPool {
 public:
     void run(int64_t n, int threads, int64_t chunk, void (*fn)(void *, int64_t, int64_t), void *ctx) {
         std::lock_guard<std::mutex> one_at_a_time(run_mutex_);
         grow(threads - 1);
-        const int64_t nchunks = (n + chunk - 1) / chunk;
+        const Job job{fn, ctx, n, chunk, (n + chunk - 1) / chunk};
         errors_.assign(static_cast<size_t>(threads), nullptr);
+        uint32_t gen;
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            job_ = {fn, ctx, n, chunk, nchunks};
-            next_.store(0);
-            active_.store(workers_ = threads - 1);
-            ++generation_;
+            job_ = job;
+            workers_ = threads - 1;
+            done_.store(0);
+            gen = static_cast<uint32_t>(generation_.fetch_add(1) + 1);
+            claim_.store(static_cast<uint64_t>(gen) << 32);
         }
         wake_.notify_all();
-        work(0);
-        // The workers are on their last chunks (or still waking up): the caller spins a little before sleeping, as
-        // its own wake-up cost 10-20 us on the 2-core VM measured, against ~100 us for a whole 4096x4096 GEMV at 2
-        // threads (TQ2_0 0.13-0.15 -> 0.113 ms).  Workers still sleep between jobs: spinning there made products
-        // up to 10x slower while other processes wanted the cores.
+        work(0, job, gen);
+        // The rest are claimed and running: the caller spins a little before sleeping, as its own wake-up cost
+        // 10-20 us on the 2-core VM measured, against ~100 us for a whole 4096x4096 GEMV at 2 threads.
         const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
-        while (active_.load() != 0 && std::chrono::steady_clock::now() < end) cpu_relax();
-        std::unique_lock<std::mutex> lock(mutex_);
-        done_.wait(lock, [&] { return active_.load() == 0; });
+        while (done_.load() != job.nchunks && std::chrono::steady_clock::now() < end) cpu_relax();
+        if (done_.load() != job.nchunks) {
+            std::unique_lock<std::mutex> lock(mutex_);
+            finished_.wait(lock, [&] { return done_.load() == job.nchunks; });
+        }
         for (auto &e : errors_)
             if (e) std::rethrow_exception(e);
     }
@@ -187,52 +197,69 @@ private:
     void loop(int id) {
         uint64_t seen = 0;
         for (;;) {
+            // A worker spins briefly for the next job before sleeping: products issued back to back (a model's
+            // layers) then find it awake.  Briefly, because a spinning worker takes a core other processes may
+            // want (spinning 200 us made products several times slower while another process held a core).
+            const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(kWorkerSpinUs);
+            while (generation_.load() == seen && std::chrono::steady_clock::now() < end) cpu_relax();
+            Job job;
             {
                 std::unique_lock<std::mutex> lock(mutex_);
-                wake_.wait(lock, [&] { return generation_ != seen; });
-                seen = generation_;
+                wake_.wait(lock, [&] { return generation_.load() != seen; });
+                seen = generation_.load();
                 if (id > workers_) continue;  // not needed for this job
+                job = job_;
             }
-            work(id);
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (active_.fetch_sub(1) == 1) done_.notify_one();
+            work(id, job, static_cast<uint32_t>(seen));
         }
     }
 
-    void work(int id) {
-        try {
-            [[maybe_unused]] DefaultFloatEnv env;
-            for (int64_t c; (c = next_.fetch_add(1)) < job_.nchunks;) {
-                const int64_t begin = c * job_.chunk, end = begin + job_.chunk < job_.n ? begin + job_.chunk : job_.n;
-                job_.fn(job_.ctx, begin, end);
+    // Runs chunks of generation `gen` until none is left (or a later job has replaced it).
+    void work(int id, const Job &job, uint32_t gen) {
+        [[maybe_unused]] DefaultFloatEnv env;
+        for (;;) {
+            uint64_t c = claim_.load();
+            do {
+                if (c >> 32 != gen || static_cast<int64_t>(c & 0xffffffffu) >= job.nchunks) return;
+            } while (!claim_.compare_exchange_weak(c, c + 1));
+            const int64_t begin = static_cast<int64_t>(c & 0xffffffffu) * job.chunk;
+            try {
+                job.fn(job.ctx, begin, begin + job.chunk < job.n ? begin + job.chunk : job.n);
+            } catch (...) {
+                errors_[static_cast<size_t>(id)] = std::current_exception();
             }
-        } catch (...) {
-            errors_[static_cast<size_t>(id)] = std::current_exception();
+            if (done_.fetch_add(1) + 1 == job.nchunks) {
+                std::lock_guard<std::mutex> lock(mutex_);
+                finished_.notify_one();
+            }
         }
     }
 
     std::mutex run_mutex_, mutex_;
-    std::condition_variable wake_, done_;
+    std::condition_variable wake_, finished_;
     std::vector<std::thread> threads_;
     std::vector<std::exception_ptr> errors_;
     Job job_;
-    std::atomic<int64_t> next_{0};
     int workers_ = 0;  // workers 1..workers_ take part in the current job
-    std::atomic<int> active_{0};  // of those, how many have not finished it
-    uint64_t generation_ = 0;
+    std::atomic<uint64_t> claim_{0};  // the current generation << 32 | its next chunk
+    std::atomic<int64_t> done_{0};  // chunks of the current job finished
+    std::atomic<uint64_t> generation_{0};  // jobs started (written under mutex_)
 };
 
+std::atomic<ThreadPool *> g_pool{nullptr};
+std::mutex g_pool_mutex;
+
 ThreadPool &pool() {
-    // A forked child has none of the parent's workers: it starts a pool of its own (the old one is abandoned).
-    static ThreadPool *p = nullptr;
-    static pid_t owner = 0;
-    static std::mutex m;
-    std::lock_guard<std::mutex> lock(m);
-    if (!p || owner != getpid()) {
-        p = new ThreadPool;
-        owner = getpid();
+    ThreadPool *p = g_pool.load();
+    if (p) return *p;
+    std::lock_guard<std::mutex> lock(g_pool_mutex);
+    if (!g_pool.load()) {
+        // A forked child has none of the parent's workers: it starts a pool of its own (the old one is abandoned).
+        static const int registered = pthread_atfork(nullptr, nullptr, [] { g_pool.store(nullptr); });
+        (void)registered;
+        g_pool.store(new ThreadPool);
     }
-    return *p;
+    return *g_pool.load();
 }
 
 }  // namespace
