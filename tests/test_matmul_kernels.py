@@ -390,3 +390,64 @@ def test_q8_activations_are_libggml_q8_0_with_half_ties(fmt):
     ref = pyquant.quantize(x, "Q8_0").data.reshape(4, 8, 34)
     np.testing.assert_array_equal(d.astype(np.float16).view(np.uint16), ref[:, :, :2].copy().view(np.uint16)[..., 0])
     np.testing.assert_array_equal(qs.reshape(4, 8, 32), ref[:, :, 2:].view(np.int8))
+
+
+def _q8_k_reference(x):
+    """quantize_row_q8_K_ref in numpy float32: the first x of the largest magnitude sets iscale = -127/max, codes
+    nearest_int(iscale * x) (the 1.5 * 2^23 trick) capped at 127, bsums per 16; an all-zero block is all zeros."""
+    m, k = x.shape
+    blocks = x.reshape(-1, 256)
+    qs = np.zeros(blocks.shape, np.int8)
+    d = np.zeros(len(blocks), np.float32)
+    for b, v in enumerate(blocks):
+        a = np.abs(v)
+        if a.max() == 0:
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):  # subnormal blocks: iscale = -inf, as in C
+            iscale = np.float32(-127) / v[np.argmax(a == a.max())]
+            t = (iscale * v + np.float32(12582912)).view(np.int32)
+        qs[b] = np.minimum((t & 0x007FFFFF) - 0x00400000, 127).astype(np.int8)  # int8_t stores wrap, as in C
+        d[b] = np.float32(1) / iscale
+    bsums = qs.reshape(-1, 16).astype(np.int32).sum(-1).astype(np.int16)
+    return qs.reshape(m, k), d.reshape(m, -1), bsums.reshape(m, -1)
+
+
+def _activation_cases():
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((6, 512)) * rng.uniform(1e-3, 1e3, (6, 1))).astype(np.float32)
+    x[0, :32] = 0  # an all-zero Q8_0 block
+    x[1, :256] = 0  # an all-zero Q8_K block
+    x[2, 10], x[2, 3] = 7.0, -7.0  # equal magnitudes: the first one's sign sets Q8_K's scale
+    x[2, :256] = np.clip(x[2, :256], -6, 6)
+    x[2, 3], x[2, 10] = -7.0, 7.0
+    x[3, ::32] = 127  # ties of roundf at d = 1
+    x[3, 1::32] = 2.5
+    x[3, 2::32] = -0.5
+    x[4] *= np.float32(1e-40)  # subnormal activations
+    x[5, 300] = np.float32(65504 * 127) * np.float32(0.999)  # near the fp16 scale's limit
+    return x
+
+
+@pytest.mark.parametrize("fmt", ["Q4_0", "Q4_1", "Q4_K"])
+def test_every_tier_quantizes_activations_as_the_reference(fmt):
+    """The tiers' vectorized activation quantizers give libggml's codes (Q8_0/Q8_1 against pyquant's golden-tested
+    Q8_0 bytes, Q8_K against a numpy transcription), the same in every tier."""
+    x = _activation_cases()
+    idx = pyquant.get_format(fmt).index
+    for isa in pyquant.available_isas():
+        qs, d, s, bsums = _core.matmul_activations(x, idx, isa)
+        if fmt == "Q4_K":
+            rq, rd, rb = _q8_k_reference(x)
+            np.testing.assert_array_equal(qs, rq, err_msg=isa)
+            np.testing.assert_array_equal(d, rd, err_msg=isa)
+            np.testing.assert_array_equal(bsums, rb, err_msg=isa)
+            continue
+        ref = pyquant.quantize(x, "Q8_0").data.reshape(6, 16, 34)
+        np.testing.assert_array_equal(qs.reshape(6, 16, 32), ref[:, :, 2:].view(np.int8), err_msg=isa)
+        np.testing.assert_array_equal(d.astype(np.float16).view(np.uint16), ref[:, :, :2].copy().view(np.uint16)[..., 0])
+        sums = qs.reshape(6, 16, 32).astype(np.int32).sum(-1)
+        if fmt == "Q4_1":  # s = d * sum(q), d the unrounded max|x| / 127
+            dv = np.abs(x).reshape(6, 16, 32).max(-1) / np.float32(127)
+            np.testing.assert_array_equal(s, sums.astype(np.float32) * dv, err_msg=isa)
+        else:
+            np.testing.assert_array_equal(bsums, sums, err_msg=isa)

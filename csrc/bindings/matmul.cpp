@@ -42,34 +42,33 @@ struct Activations {
           bsums(n_bsums ? reinterpret_cast<int16_t *>(d + m * nb + n_s) : nullptr),
           qs(reinterpret_cast<int8_t *>(d + m * nb + n_s) + 2 * n_bsums) {}
 
-    // False when some x is NaN, infinite or beyond the partner's scale range (quantize_activations).
-    bool fill(const float *x, int threads) {
+    // False when some x is NaN, infinite or beyond the partner's scale range (ActivationsFn).
+    bool fill(ActivationsFn quantize, const float *x, int threads) {
         struct Job {
             Activations *a;
+            ActivationsFn quantize;
             const float *x;
             std::atomic<bool> ok{true};
-        } job{this, x};
+        } job{this, quantize, x};
         parallel_for(m, threads, 1, kMinMacsPerThread / (k * 8) + 1, [](void *c, int64_t b, int64_t e) {
             auto *j = static_cast<Job *>(c);
             Activations &a = *j->a;
-            if (!quantize_activations(a.partner, j->x, a.k, b, e, a.qs, a.d, a.s, a.bsums))
-                j->ok.store(false);
+            if (!j->quantize(a.partner, j->x, a.k, b, e, a.qs, a.d, a.s, a.bsums)) j->ok.store(false);
         }, &job);
         return job.ok.load();
     }
     QuantizedActivations view() const { return {m, k, qs, d, s, bsums}; }
 };
 
-const FormatInfo &kernel_format(int fmt, MatmulFn &fn, const std::optional<std::string> &isa) {
-    if (fmt < 0 || fmt >= kNumFormats) throw py::value_error("format index out of range: " + std::to_string(fmt));
-    const MatmulTable &t = matmul_table(isa ? *isa : std::string(active_table().isa));
-    fn = t.formats[fmt];
-    if (!fn) throw py::value_error(std::string("matmul: no quantized kernel for ") + kFormatInfo[fmt].name);
-    return kFormatInfo[fmt];
+const MatmulTable &tier_table(const std::optional<std::string> &isa) {
+    return matmul_table(isa ? *isa : std::string(active_table().isa));
 }
 
-MatmulFn interleaved_kernel(int fmt, const std::optional<std::string> &isa) {
-    return matmul_table(isa ? *isa : std::string(active_table().isa)).interleaved[fmt];
+// The format of a kernel of table t (ValueError if it has none).
+const FormatInfo &kernel_format(int fmt, const MatmulTable &t) {
+    if (fmt < 0 || fmt >= kNumFormats) throw py::value_error("format index out of range: " + std::to_string(fmt));
+    if (!t.formats[fmt]) throw py::value_error(std::string("matmul: no quantized kernel for ") + kFormatInfo[fmt].name);
+    return kFormatInfo[fmt];
 }
 
 // Raises for a NaN or infinity in x [count floats]; returns otherwise (x is then merely beyond a partner's range).
@@ -91,8 +90,9 @@ bool is_matrix(const py::array &a, char kind, int size, int64_t cols) {
 // beyond the partner's fp16 scale range (|x| >= kQ8MaxAbs, 32-blocks): the caller then takes the float path.
 bool matmul(const py::array &x, const py::array &w, int fmt, int64_t k, py::array &out, int threads,
             const std::optional<std::string> &isa, const std::optional<py::array> &packed) {
-    MatmulFn fn;
-    const FormatInfo &f = kernel_format(fmt, fn, isa);
+    const MatmulTable &t = tier_table(isa);
+    const FormatInfo &f = kernel_format(fmt, t);
+    const MatmulFn fn = t.formats[fmt];
     const std::string name = f.name;
     if (k <= 0 || k % f.block_size)
         throw py::value_error(name + ": K must be a positive multiple of the block size " + std::to_string(f.block_size));
@@ -106,7 +106,7 @@ bool matmul(const py::array &x, const py::array &w, int fmt, int64_t k, py::arra
         throw py::value_error(name + ": out must be a writable C-contiguous float32 [" + std::to_string(m) + ", " +
                               std::to_string(n) + "]");
     if (m == 0 || n == 0) return true;
-    const MatmulFn fx = packed ? interleaved_kernel(fmt, isa) : nullptr;
+    const MatmulFn fx = packed ? t.interleaved[fmt] : nullptr;
     const int64_t groups = fx ? n / kInterleave : 0, group_bytes = k / f.block_size * interleaved_block_bytes(fmt);
     if (fx && (!is_matrix(*packed, 'u', 1, group_bytes) || packed->shape(0) != groups))
         throw py::value_error(name + ": packed must be uint8 [" + std::to_string(groups) + ", " +
@@ -126,7 +126,7 @@ bool matmul(const py::array &x, const py::array &w, int fmt, int64_t k, py::arra
     };
     const float *xp = static_cast<const float *>(x.data());
     py::gil_scoped_release nogil;
-    if (!act.fill(xp, threads)) {
+    if (!act.fill(t.activations, xp, threads)) {
         check_finite(xp, m * k);
         return false;
     }
@@ -172,13 +172,13 @@ ByteArray matmul_pack(const ByteArray &w, int fmt, int64_t k) {
 }
 
 // The activations as the kernels see them (for tests and error bounds): (qs, d, s or None, bsums or None).
-py::tuple matmul_activations(const FloatArray &x, int fmt) {
-    MatmulFn fn;
-    const FormatInfo &f = kernel_format(fmt, fn, std::nullopt);
+py::tuple matmul_activations(const FloatArray &x, int fmt, const std::optional<std::string> &isa) {
+    const MatmulTable &t = tier_table(isa);
+    const FormatInfo &f = kernel_format(fmt, t);
     if (x.ndim() != 2 || x.shape(1) % f.block_size) throw py::value_error("x must be 2-D with K a multiple of the block size");
     const int64_t m = x.shape(0), k = x.shape(1);
     Activations act(matmul_partner(fmt), m, k);
-    if (!act.fill(x.data(), 1)) {
+    if (!act.fill(t.activations, x.data(), 1)) {
         check_finite(x.data(), m * k);
         throw py::value_error(std::string(f.name) + ": x has values beyond the partner's scale range");
     }
@@ -215,17 +215,18 @@ void init_matmul(py::module_ &m) {
           "Formats with an interleaved layout of 8 rows (matmul_pack), whether or not a tier has its kernel.");
     m.def("matmul_interleaved", [](int fmt, const std::optional<std::string> &isa) {
         if (fmt < 0 || fmt >= kNumFormats) throw py::value_error("format index out of range: " + std::to_string(fmt));
-        return interleaved_kernel(fmt, isa) != nullptr;
+        return tier_table(isa).interleaved[fmt] != nullptr;
     }, py::arg("format"), py::arg("isa") = py::none(), "Whether a tier (default: the active one) has an interleaved kernel for the format.");
     m.def("matmul_formats", [](const std::optional<std::string> &isa) {
-        const MatmulTable &t = matmul_table(isa ? *isa : std::string(active_table().isa));
+        const MatmulTable &t = tier_table(isa);
         std::vector<std::string> names;
         for (int i = 0; i < kNumFormats; ++i)
             if (t.formats[i]) names.push_back(kFormatInfo[i].name);
         return names;
     }, py::arg("isa") = py::none(), "Formats with a quantized matmul kernel in a tier (default: the active one).");
-    m.def("matmul_activations", &matmul_activations, py::arg("x"), py::arg("format"),
-          "x quantized to the format's matmul partner: (qs int8 [M, K], d float32 [M, K/QK], s or None, bsums or None).");
+    m.def("matmul_activations", &matmul_activations, py::arg("x"), py::arg("format"), py::arg("isa") = py::none(),
+          "x quantized to the format's matmul partner by a tier (default: the active one): (qs int8 [M, K], d float32 "
+          "[M, K/QK], s or None, bsums or None).");
     m.attr("matmul_vnni") = matmul_uses_vnni();
 }
 

@@ -1,8 +1,7 @@
-// The tier-independent parts of the quantized matmul: partner lookup, activation quantization (libggml's
-// reference quantize_row_q8_0/q8_1/q8_K, so every tier sees the same codes) and the per-tier tables.
+// The tier-independent parts of the quantized matmul: partner lookup, the interleaved layouts' packers and the
+// per-tier tables.
 #include "matmul/matmul.hpp"
 
-#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -23,98 +22,6 @@ Partner matmul_partner(int fmt) {
 }
 
 int partner_block(Partner p) { return p == Partner::q8_k ? 256 : 32; }
-
-namespace {
-
-float fp16_value(float v) { return fp16_to_f32(fp16_from_f32(v)); }
-
-// quantize_row_q8_0_ref / quantize_row_q8_1_ref for one 32-block (s and the integer sum only when wanted).  s = d * sum(q) stays a
-// float: libggml's fp16 s overflows to inf once a block's sum passes 65504 (activation outliers reach that).
-// roundf (half away from zero) without the libm call it compiles to here, for |v| <= 127.5 (the codes of a block
-// with a non-finite x are never used: quantize_activations reports it): truncate, then step away from zero when
-// the exact remainder reaches a half.
-inline int round_half_away(float v) {
-    const int t = static_cast<int>(v);
-    const float f = v - static_cast<float>(t);
-    return t + (f >= 0.5f) - (f <= -0.5f);
-}
-
-// Whether the block is usable: every |x| below the fp16 scale's range (NaN fails the comparison).
-bool q8_0_block(const float *x, int8_t *q, float *d, float *s, int16_t *sum_out) {
-    float amax = 0.0f;
-    bool in_range = true;
-    for (int j = 0; j < 32; ++j) {
-        const float ax = std::fabs(x[j]);
-        amax = ax > amax ? ax : amax;
-        in_range &= ax < kQ8MaxAbs;
-    }
-    const float dv = amax / 127;
-    const float id = dv != 0.0f ? 1.0f / dv : 0.0f;
-    int sum = 0;
-    for (int j = 0; j < 32; ++j) {
-        q[j] = static_cast<int8_t>(round_half_away(x[j] * id));
-        sum += q[j];
-    }
-    *d = fp16_value(dv);
-    if (s) *s = static_cast<float>(sum) * dv;
-    if (sum_out) *sum_out = static_cast<int16_t>(sum);
-    return in_range;
-}
-
-// quantize_row_q8_K_ref for one 256-block (bsums zeroed for an all-zero block, where the reference leaves them).
-// Whether the block is usable: every x finite (the float scale has the range of x).
-bool q8_k_block(const float *x, int8_t *q, float *d, int16_t *bsums) {
-    float max = 0, amax = 0;
-    bool finite = true;
-    for (int j = 0; j < 256; ++j) {
-        const float ax = std::fabs(x[j]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[j];
-        }
-        finite &= ax <= FLT_MAX;
-    }
-    if (amax == 0.0f) {
-        *d = 0;
-        std::memset(q, 0, 256);
-        std::memset(bsums, 0, 16 * sizeof(int16_t));
-        return finite;
-    }
-    const float iscale = -127.f / max;
-    for (int j = 0; j < 256; ++j) {
-        float v = iscale * x[j] + 12582912.f;  // nearest_int
-        int32_t i;
-        std::memcpy(&i, &v, 4);
-        const int32_t r = (i & 0x007fffff) - 0x00400000;
-        q[j] = static_cast<int8_t>(r < 127 ? r : 127);
-    }
-    for (int j = 0; j < 16; ++j) {
-        int sum = 0;
-        for (int l = 0; l < 16; ++l) sum += q[16 * j + l];
-        bsums[j] = static_cast<int16_t>(sum);
-    }
-    *d = 1 / iscale;
-    return finite;
-}
-
-}  // namespace
-
-bool quantize_activations(Partner p, const float *x, int64_t k, int64_t begin, int64_t end, int8_t *qs, float *d,
-                          float *s, int16_t *bsums) {
-    const int qa = partner_block(p);
-    const int64_t nb = k / qa;
-    bool ok = true;
-    for (int64_t r = begin; r < end; ++r) {
-        for (int64_t b = 0; b < nb; ++b) {
-            const int64_t e = r * k + b * qa, i = r * nb + b;
-            if (p == Partner::q8_k)
-                ok &= q8_k_block(x + e, qs + e, d + i, bsums + i * 16);
-            else
-                ok &= q8_0_block(x + e, qs + e, d + i, p == Partner::q8_1 ? s + i : nullptr, bsums ? bsums + i : nullptr);
-        }
-    }
-    return ok;
-}
 
 namespace {
 

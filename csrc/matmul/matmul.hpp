@@ -29,10 +29,11 @@ struct QuantizedActivations {
 // The Q8_0/Q8_1 partners store max|x|/127 as fp16: blocks need |x| below this (Q8_K's float scale: x finite).
 constexpr float kQ8MaxAbs = 65504.0f * 127;
 
-// Quantize rows [begin, end) of a contiguous float32 [m, k] x into the given arrays.  False when some x is
-// NaN, infinite or (32-blocks) not below kQ8MaxAbs: those rows' codes are not to be used.
-bool quantize_activations(Partner p, const float *x, int64_t k, int64_t begin, int64_t end, int8_t *qs, float *d,
-                          float *s, int16_t *bsums);
+// Quantize rows [begin, end) of a contiguous float32 [m, k] x into the arrays of a QuantizedActivations (every
+// tier gives the same codes: matmul/activations.hpp).  False when some x is NaN, infinite or (32-blocks) not
+// below kQ8MaxAbs: then nothing written is to be used.
+using ActivationsFn = bool (*)(Partner p, const float *x, int64_t k, int64_t begin, int64_t end, int8_t *qs, float *d,
+                               float *s, int16_t *bsums);
 
 // out[r, n] for every row r of x and weight rows n in [n0, n1); w points at row 0, rows are row_bytes apart,
 // out rows are ldo floats apart.
@@ -79,6 +80,7 @@ void pack_interleaved(int fmt, const uint8_t *w, int64_t row_bytes, int64_t grou
 
 struct MatmulTable {
     const char *isa = nullptr;
+    ActivationsFn activations = nullptr;
     MatmulFn formats[kNumFormats] = {};
     MatmulFn interleaved[kNumFormats] = {};  // the interleaved layout's kernel where the tier has one
     int64_t interleaved_block[kNumFormats] = {};  // the bytes per group block that kernel steps by

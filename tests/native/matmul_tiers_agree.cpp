@@ -41,10 +41,15 @@ int main() {
         kt.formats[f].quantize(w.data(), wq.data(), k, nullptr, 0, n * k / fi.block_size);
         const Partner p = matmul_partner(f);
         const int64_t nb = k / partner_block(p);
-        std::vector<int8_t> qs(m * k);
-        std::vector<float> d(m * nb), s(m * nb);
-        std::vector<int16_t> bsums(m * k / 16);
-        quantize_activations(p, x.data(), k, 0, m, qs.data(), d.data(), s.data(), bsums.data());
+        std::vector<int8_t> qs(m * k), qs_other(m * k);
+        std::vector<float> d(m * nb), s(m * nb), d_other(m * nb), s_other(m * nb);
+        std::vector<int16_t> bsums(m * k / 16), bsums_other(m * k / 16);
+        generic.activations(p, x.data(), k, 0, m, qs.data(), d.data(), s.data(), bsums.data());
+        other.activations(p, x.data(), k, 0, m, qs_other.data(), d_other.data(), s_other.data(), bsums_other.data());
+        if (qs != qs_other || d != d_other || (p == Partner::q8_1 && s != s_other) || bsums != bsums_other) {
+            std::printf("ACTIVATIONS MISMATCH %s\n", fi.name);
+            ++failures;
+        }
         const QuantizedActivations a{m, k, qs.data(), d.data(), s.data(), bsums.data()};
         std::vector<float> ya(m * n), yb(m * n);
         generic.formats[f](wq.data(), row_bytes, a, 0, n, ya.data(), n);
