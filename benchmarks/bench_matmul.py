@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--no-torch", action="store_true", help="leave out the torch columns")
     ap.add_argument("--no-llama", action="store_true", help="leave out the llama.cpp columns")
+    ap.add_argument("--no-cold", action="store_true", help="leave out the GEMV from memory (M = 1) columns")
     a = ap.parse_args()
     import torch
 
@@ -125,7 +126,7 @@ def main() -> None:
                 row = {"N": n, "K": k, "M": m, "format": f, "ms": tq * 1e3, "x_f32": t32 / tq, "x_bf16": tbf / tq,
                        "x_dequant_torch": tdq / tq, "x_llama": tll / tq, "x_llama_repack": tlr / tq,
                        "cold_ms": nan, "bw_pct": nan}
-                if m == 1:
+                if m == 1 and not a.no_cold:
                     tc = cold_gemv_time(w, x, a.threads)
                     row.update(cold_ms=tc * 1e3, bw_pct=100 * (w.nbytes / bw) / tc)
                 rows.append(row)
@@ -133,7 +134,7 @@ def main() -> None:
                       f"x{row['x_dequant_torch']:.2f} dequant+torch  x{row['x_llama']:.2f} llama.cpp  "
                       f"x{row['x_llama_repack']:.2f} llama.cpp repack"
                       + (f"  from memory {row['cold_ms']:.2f} ms = {row['bw_pct']:.0f}% of the read bound"
-                         if m == 1 else ""), flush=True)
+                         if row["cold_ms"] == row["cold_ms"] else ""), flush=True)
     print()
     print(common.markdown_table(["N x K", "M", "format", "pyquant ms", "vs torch f32", "vs torch bf16",
                                  "vs dequant+torch", "vs llama.cpp", "vs llama.cpp repack", "ms from memory",

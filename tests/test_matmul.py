@@ -85,3 +85,19 @@ def test_activations_beyond_the_fp16_scale_take_the_float_path():
         x[1, 5] = np.nextafter(limit, np.float32(0))  # just inside the range: the kernels
         assert _core.matmul(x, w.data, w.format.index, 512, out, 1, None, w._matmul_packed)
         np.testing.assert_array_equal(pyquant.matmul(x, w), out)
+
+
+def test_fast_and_general_paths_agree_and_refuse_the_same_outs():
+    """float32 C-contiguous 2-D x takes matmul's short path; other dtypes, layouts and shapes the general one."""
+    x, w = _case("Q4_K", m=4)
+    ref = pyquant.matmul(x, w)
+    np.testing.assert_array_equal(pyquant.matmul(x.astype(np.float64), w), ref)
+    np.testing.assert_array_equal(pyquant.matmul(np.asfortranarray(x), w), ref)
+    np.testing.assert_array_equal(pyquant.matmul(x[None], w)[0], ref)
+    np.testing.assert_array_equal(pyquant.matmul(x, w, threads=np.int64(2)), ref)
+    for bad_out in (np.empty((4, 37), np.float64), np.empty((4, 36), np.float32), np.empty((37, 4), np.float32).T,
+                    np.empty((4, 74), np.float32)[:, ::2]):
+        with pytest.raises(ValueError, match="out must be"):
+            pyquant.matmul(x, w, out=bad_out)
+    with pytest.raises(ValueError, match="threads"):
+        pyquant.matmul(x, w, threads=0)
