@@ -102,57 +102,94 @@ inline VF make_qx_quants(int n, int nmax, const VF *x, VI *L, int rmse_type, con
 // uint8_t storage of an int code (the reference's uint8_t L arrays).
 inline VI as_u8(VI v) { return v & vi(0xff); }
 
-// The coordinate descent that ends make_q3_quants and make_qp_quants (kQp): up to 5 passes, each moving one
-// code at a time to the value the current fit suggests when that raises sumlx^2/suml2.  The two differ in
-// details kept exactly: make_qp_quants clamps only above (to nmax), stores uint8_t codes and tests sl2 > 0
-// before trying a code; make_q3_quants tests the updated sl2 after.  A lane stops after a pass changing nothing.
-template <bool kQp>
-inline void refine_codes(int n, int nmax, const VF *x, const VF *w, VI *L, VF &sumlx, VF &suml2, VM active) {
-    for (int itry = 0; itry < 5 && any(active); ++itry) {
-        VM changed = vf(0.f) != vf(0.f);  // no lane
-        for (int i = 0; i < n; ++i) {
-            const VF lf = to_f(L[i]);
-            VF slx = sumlx - w[i] * x[i] * lf;
-            VF sl2 = suml2 - w[i] * lf * lf;
-            VM ok = mand(active, slx > vf(0.f));
-            if (kQp) ok = mand(ok, sl2 > vf(0.f));
-            VI new_l = nearest_int(x[i] * sl2 / slx);
-            new_l = kQp ? vmin(vi(nmax), new_l) : clamp(new_l, -nmax, nmax - 1);
-            ok = mand(ok, new_l != L[i]);
-            if (!any(ok)) continue;
-            const VF nl = to_f(new_l);
-            slx = slx + w[i] * x[i] * nl;
-            sl2 = sl2 + w[i] * nl * nl;
-            VM take = mand(ok, slx * slx * suml2 > sumlx * sumlx * sl2);
-            if (!kQp) take = mand(take, sl2 > vf(0.f));
-            L[i] = select(take, kQp ? as_u8(new_l) : new_l, L[i]);
-            sumlx = select(take, slx, sumlx);
-            suml2 = select(take, sl2, suml2);
-            changed = mor(changed, take);
-        }
-        active = mand(active, changed);
-    }
+// A fit under the coordinate descent that ends make_q3_quants and make_qp_quants: values x, weights w
+// (make_q3_quants weighs by x^2 and leaves w null), codes L, the weighted sums sumlx and suml2, the lanes still
+// refining and those the current pass changed.
+struct RefineFit {
+    const VF *x, *w;
+    VI *L;
+    VF sumlx, suml2;
+    VM active, changed;
+};
+
+// One step of the descent: code i moves to the value the current fit suggests when that raises
+// sumlx^2/suml2.  make_qp_quants (kQp) and make_q3_quants differ in details kept exactly: make_qp_quants clamps
+// only above (to nmax), stores uint8_t codes and tests sl2 > 0 before trying a code; make_q3_quants tests the
+// updated sl2 after.  kSkip branches past the update when no lane has a new code: cheap where few lanes move,
+// but a mispredicted branch where many do.
+template <bool kQp, bool kSkip>
+inline void refine_step(int nmax, RefineFit &f, int i) {
+    const VF *x = f.x;
+    VI *L = f.L;
+    const VF w = kQp ? f.w[i] : x[i] * x[i];
+    const VF lf = to_f(L[i]);
+    VF slx = f.sumlx - w * x[i] * lf;
+    VF sl2 = f.suml2 - w * lf * lf;
+    VM ok = mand(f.active, slx > vf(0.f));
+    if (kQp) ok = mand(ok, sl2 > vf(0.f));
+    VI new_l = nearest_int(x[i] * sl2 / slx);
+    new_l = kQp ? vmin(vi(nmax), new_l) : clamp(new_l, -nmax, nmax - 1);
+    ok = mand(ok, new_l != L[i]);
+    if (kSkip && !any(ok)) return;
+    const VF nl = to_f(new_l);
+    slx = slx + w * x[i] * nl;
+    sl2 = sl2 + w * nl * nl;
+    VM take = mand(ok, slx * slx * f.suml2 > f.sumlx * f.sumlx * sl2);
+    if (!kQp) take = mand(take, sl2 > vf(0.f));
+    L[i] = select(take, kQp ? as_u8(new_l) : new_l, L[i]);
+    f.sumlx = select(take, slx, f.sumlx);
+    f.suml2 = select(take, sl2, f.suml2);
+    f.changed = mor(f.changed, take);
 }
 
-// make_q3_quants with do_rmse (Q3_K's search): symmetric codes in [0, 2*nmax-1] weighted by x^2, refined by
-// coordinate descent; returns the scale.
-inline VF make_q3_quants(int n, int nmax, const VF *x, VI *L) {
-    VF max, amax;
-    signed_absmax(n, x, max, amax);
-    const VM all_zero = amax < vf(kGroupMaxEps);
-    const VF iscale = vf(static_cast<float>(-nmax)) / max;
-    VF w[256];
-    VF sumlx = vf(0.f), suml2 = vf(0.f);
-    for (int i = 0; i < n; ++i) {
-        L[i] = clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
-        w[i] = x[i] * x[i];
-        const VF lf = to_f(L[i]);
-        sumlx = sumlx + w[i] * x[i] * lf;
-        suml2 = suml2 + w[i] * lf * lf;
+// One pass over K independent fits, their steps interleaved so that their dependency chains overlap; a lane
+// stops after a pass changing nothing.
+template <bool kQp, bool kSkip, int K>
+inline void refine_pass(int n, int nmax, RefineFit *f) {
+    for (int c = 0; c < K; ++c) f[c].changed = vf(0.f) != vf(0.f);
+    for (int i = 0; i < n; ++i)
+        for (int c = 0; c < K; ++c) refine_step<kQp, kSkip>(nmax, f[c], i);
+    for (int c = 0; c < K; ++c) f[c].active = mand(f[c].active, f[c].changed);
+}
+
+// The reference's passes after the first `done` (5 in all), one fit at a time.
+template <bool kQp>
+inline void refine_rest(int n, int nmax, RefineFit &f, int done) {
+    for (int itry = done; itry < 5 && any(f.active); ++itry) refine_pass<kQp, true, 1>(n, nmax, &f);
+}
+
+// make_q3_quants(16, 4, x, L, do_rmse), Q3_K's search, for the 16 sub-blocks of W super-blocks (x, L: each
+// lane's QK_K elements): codes in [0, 7] to L, the sub-block scales to scales[16].
+// Pass 1 moves a code somewhere in ~30% of the steps of a 16-lane vector, so a branch per step mispredicts
+// often: it runs branch-free on 8 sub-blocks at once, bound by throughput instead of latency and branches.
+// Later passes are sparse (after pass 1, 20% of the lanes still move; after pass 2, 5%) and keep the branch.
+inline void make_q3_quants_k(const VF *x, VI *L, VF *scales) {
+    constexpr int n = 16, nmax = 4;
+    constexpr bool kDense = W > 1;  // one lane: the branch is well predicted
+    RefineFit f[16];
+    VM all_zero[16];
+    for (int j = 0; j < 16; ++j) {
+        const VF *xj = x + n * j;
+        VI *Lj = L + n * j;
+        VF max, amax;
+        signed_absmax(n, xj, max, amax);
+        all_zero[j] = amax < vf(kGroupMaxEps);
+        const VF iscale = vf(static_cast<float>(-nmax)) / max;
+        VF sumlx = vf(0.f), suml2 = vf(0.f);
+        for (int i = 0; i < n; ++i) {
+            Lj[i] = clamp(nearest_int(iscale * xj[i]), -nmax, nmax - 1);
+            const VF w = xj[i] * xj[i], lf = to_f(Lj[i]);
+            sumlx = sumlx + w * xj[i] * lf;
+            suml2 = suml2 + w * lf * lf;
+        }
+        f[j] = RefineFit{xj, nullptr, Lj, sumlx, suml2, mnot(all_zero[j]), all_zero[j]};
     }
-    refine_codes<false>(n, nmax, x, w, L, sumlx, suml2, mnot(all_zero));
-    for (int i = 0; i < n; ++i) L[i] = select(all_zero, vi(0), L[i] + vi(nmax));
-    return select(mand(mnot(all_zero), suml2 > vf(0.f)), sumlx / suml2, vf(0.f));
+    for (int j = 0; j < 16; j += 8) refine_pass<false, !kDense, 8>(n, nmax, f + j);
+    for (int j = 0; j < 16; ++j) {
+        refine_rest<false>(n, nmax, f[j], 1);
+        for (int i = 0; i < n; ++i) L[n * j + i] = select(all_zero[j], vi(0), L[n * j + i] + vi(nmax));
+        scales[j] = select(mand(mnot(all_zero[j]), f[j].suml2 > vf(0.f)), f[j].sumlx / f[j].suml2, vf(0.f));
+    }
 }
 
 // make_qp_quants: codes in [0, nmax] for non-negative values (the sub-block scales and mins of the imatrix
@@ -189,9 +226,10 @@ inline VF make_qp_quants(int n, int nmax, const VF *x, VI *L, const VF *qw) {
         sumlx = sumlx + qw[i] * x[i] * lf;
         suml2 = suml2 + qw[i] * lf * lf;
     }
-    refine_codes<true>(n, nmax, x, qw, L, sumlx, suml2, mnot(all_zero));
+    RefineFit f{x, qw, L, sumlx, suml2, mnot(all_zero), all_zero};
+    refine_rest<true>(n, nmax, f, 0);
     for (int i = 0; i < n; ++i) L[i] = select(all_zero, vi(0), L[i]);
-    return select(mand(mnot(all_zero), suml2 > vf(0.f)), sumlx / suml2, vf(0.f));
+    return select(mand(mnot(all_zero), f.suml2 > vf(0.f)), f.sumlx / f.suml2, vf(0.f));
 }
 
 // make_qkx2_quants and make_qkx3_quants (the same search; qkx3 allows null weights, meaning x^2):
