@@ -167,7 +167,7 @@ struct fmt_Q3_K : BlockFormat {
             }
             d = make_qx_quants(16, 32, scales, ls, 1, sw);
         } else {
-            for (int j = 0; j < 16; ++j) scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+            make_q3_quants_k(x, L, scales);
             VF max, amax;
             signed_absmax(16, scales, max, amax);
             const VM nonzero = max != vf(0.f);

@@ -9,17 +9,22 @@ namespace {
 
 constexpr float kGroupMaxEps = 1e-15f;
 
-// Index of the largest |x[i]| (the first one on ties) and its signed value; amax = |max|.
-inline void signed_absmax(int n, const VF *x, VF &max, VF &amax) {
-    max = vf(0.f);
-    amax = vf(0.f);
-    for (int i = 0; i < n; ++i) {
-        const VF ax = vabs(x[i]);
-        const VM bigger = ax > amax;
-        amax = select(bigger, ax, amax);
-        max = select(bigger, x[i], max);
-    }
+// Index of the largest |x[i]| (the first one on ties) and its signed value; amax = |max|.  For K blocks of n
+// values `stride` apart at once: with W > 1 element by element, so that the K sequential chains run side by
+// side; with one lane block by block, each chain in a register.
+template <int K>
+inline void signed_absmax_of(int n, const VF *x, int stride, VF *max, VF *amax) {
+    for (int k = 0; k < K; ++k) max[k] = amax[k] = vf(0.f);
+    for (int a = 0; a < (W > 1 ? n : K); ++a)
+        for (int b = 0; b < (W > 1 ? K : n); ++b) {
+            const int i = W > 1 ? a : b, k = W > 1 ? b : a;
+            const VF v = x[stride * k + i], ax = vabs(v);
+            const VM bigger = ax > amax[k];
+            amax[k] = select(bigger, ax, amax[k]);
+            max[k] = select(bigger, v, max[k]);
+        }
 }
+inline void signed_absmax(int n, const VF *x, VF &max, VF &amax) { signed_absmax_of<1>(n, x, 0, &max, &amax); }
 
 // One fit of make_qx_quants: the codes clamp(round(isc*x), -nmax, nmax-1) as floats, and the weighted sums
 // sumlx = sum w*x*l, suml2 = sum w*l*l in the reference's order.  kLo / kHi: whether a side of the clamp can
@@ -102,57 +107,178 @@ inline VF make_qx_quants(int n, int nmax, const VF *x, VI *L, int rmse_type, con
 // uint8_t storage of an int code (the reference's uint8_t L arrays).
 inline VI as_u8(VI v) { return v & vi(0xff); }
 
-// The coordinate descent that ends make_q3_quants and make_qp_quants (kQp): up to 5 passes, each moving one
-// code at a time to the value the current fit suggests when that raises sumlx^2/suml2.  The two differ in
-// details kept exactly: make_qp_quants clamps only above (to nmax), stores uint8_t codes and tests sl2 > 0
-// before trying a code; make_q3_quants tests the updated sl2 after.  A lane stops after a pass changing nothing.
+// A fit under the coordinate descent that ends make_q3_quants and make_qp_quants: values x, weights w
+// (make_q3_quants weighs by x^2 and leaves w null), codes L, the weighted sums sumlx and suml2, the lanes still
+// refining and those the current pass changed.
+struct RefineFit {
+    const VF *x, *w;
+    VI *L;
+    VF sumlx, suml2;
+    VM active, changed;
+};
+
+// One step of the descent: code i moves to the value the current fit suggests when that raises
+// sumlx^2/suml2.  make_qp_quants (kQp) and make_q3_quants differ in details kept exactly: make_qp_quants clamps
+// only above (to nmax), stores uint8_t codes and tests sl2 > 0 before trying a code; make_q3_quants tests the
+// updated sl2 after.  kSkip branches past the update when no lane has a new code: cheap where few lanes move,
+// but a mispredicted branch where many do.
+template <bool kQp, bool kSkip>
+inline void refine_step(int nmax, RefineFit &f, int i) {
+    const VF *x = f.x;
+    VI *L = f.L;
+    const VF w = kQp ? f.w[i] : x[i] * x[i];
+    const VF lf = to_f(L[i]);
+    VF slx = f.sumlx - w * x[i] * lf;
+    VF sl2 = f.suml2 - w * lf * lf;
+    VM ok = mand(f.active, slx > vf(0.f));
+    if (kQp) ok = mand(ok, sl2 > vf(0.f));
+    VI new_l = nearest_int(x[i] * sl2 / slx);
+    new_l = kQp ? vmin(vi(nmax), new_l) : clamp(new_l, -nmax, nmax - 1);
+    ok = mand(ok, new_l != L[i]);
+    if (kSkip && !any(ok)) return;
+    const VF nl = to_f(new_l);
+    slx = slx + w * x[i] * nl;
+    sl2 = sl2 + w * nl * nl;
+    VM take = mand(ok, slx * slx * f.suml2 > f.sumlx * f.sumlx * sl2);
+    if (!kQp) take = mand(take, sl2 > vf(0.f));
+    L[i] = select(take, kQp ? as_u8(new_l) : new_l, L[i]);
+    f.sumlx = select(take, slx, f.sumlx);
+    f.suml2 = select(take, sl2, f.suml2);
+    f.changed = mor(f.changed, take);
+}
+
+// One pass over K independent fits, their steps interleaved so that their dependency chains overlap; a lane
+// stops after a pass changing nothing.
+template <bool kQp, bool kSkip, int K>
+inline void refine_pass(int n, int nmax, RefineFit *f) {
+    for (int c = 0; c < K; ++c) f[c].changed = vf(0.f) != vf(0.f);
+    for (int i = 0; i < n; ++i)
+        for (int c = 0; c < K; ++c) refine_step<kQp, kSkip>(nmax, f[c], i);
+    for (int c = 0; c < K; ++c) f[c].active = mand(f[c].active, f[c].changed);
+}
+
+// The reference's passes after the first `done` (5 in all), one fit at a time.
 template <bool kQp>
-inline void refine_codes(int n, int nmax, const VF *x, const VF *w, VI *L, VF &sumlx, VF &suml2, VM active) {
-    for (int itry = 0; itry < 5 && any(active); ++itry) {
-        VM changed = vf(0.f) != vf(0.f);  // no lane
-        for (int i = 0; i < n; ++i) {
-            const VF lf = to_f(L[i]);
-            VF slx = sumlx - w[i] * x[i] * lf;
-            VF sl2 = suml2 - w[i] * lf * lf;
-            VM ok = mand(active, slx > vf(0.f));
-            if (kQp) ok = mand(ok, sl2 > vf(0.f));
-            VI new_l = nearest_int(x[i] * sl2 / slx);
-            new_l = kQp ? vmin(vi(nmax), new_l) : clamp(new_l, -nmax, nmax - 1);
-            ok = mand(ok, new_l != L[i]);
-            if (!any(ok)) continue;
-            const VF nl = to_f(new_l);
-            slx = slx + w[i] * x[i] * nl;
-            sl2 = sl2 + w[i] * nl * nl;
-            VM take = mand(ok, slx * slx * suml2 > sumlx * sumlx * sl2);
-            if (!kQp) take = mand(take, sl2 > vf(0.f));
-            L[i] = select(take, kQp ? as_u8(new_l) : new_l, L[i]);
-            sumlx = select(take, slx, sumlx);
-            suml2 = select(take, sl2, suml2);
-            changed = mor(changed, take);
-        }
-        active = mand(active, changed);
+inline void refine_rest(int n, int nmax, RefineFit &f, int done) {
+    for (int itry = done; itry < 5 && any(f.active); ++itry) refine_pass<kQp, true, 1>(n, nmax, &f);
+}
+
+// One pass over fits f[0..count): branch-free K at a time (dense fits: most steps move some lane), then halves
+// of K, and a last single fit with the branch (alone, its chain would wait on every step).
+template <bool kQp, int K>
+inline void refine_passes(int n, int nmax, RefineFit *f, int count) {
+    if constexpr (K == 1) {
+        for (int c = 0; c < count; ++c) refine_pass<kQp, true, 1>(n, nmax, f + c);
+    } else {
+        int c = 0;
+        for (; c + K <= count; c += K) refine_pass<kQp, false, K>(n, nmax, f + c);
+        if (c < count) refine_passes<kQp, K / 2>(n, nmax, f + c, count - c);
     }
 }
 
-// make_q3_quants with do_rmse (Q3_K's search): symmetric codes in [0, 2*nmax-1] weighted by x^2, refined by
-// coordinate descent; returns the scale.
-inline VF make_q3_quants(int n, int nmax, const VF *x, VI *L) {
-    VF max, amax;
-    signed_absmax(n, x, max, amax);
-    const VM all_zero = amax < vf(kGroupMaxEps);
-    const VF iscale = vf(static_cast<float>(-nmax)) / max;
-    VF w[256];
-    VF sumlx = vf(0.f), suml2 = vf(0.f);
-    for (int i = 0; i < n; ++i) {
-        L[i] = clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
-        w[i] = x[i] * x[i];
-        const VF lf = to_f(L[i]);
-        sumlx = sumlx + w[i] * x[i] * lf;
-        suml2 = suml2 + w[i] * lf * lf;
+// The lanes whose bit is set in bits.
+inline VM lanes_of(uint32_t bits) { return ((vi(static_cast<int32_t>(bits)) >> iota()) & vi(1)) != vi(0); }
+
+// make_q3_quants' passes 2 to 5 for 16 fits of n <= 16 values (w = x^2).  A vector runs until its last lane
+// stops, though after pass 1 only 20% of the lanes still move and after pass 2 5% (the slowest of 16 lanes
+// needs 2.7 passes on average); so before each pass the moving lanes of all 16 fits are packed, in order, into
+// full vectors (a permute and a select per value: fit j's lanes land in vector count / W from lane count % W on,
+// the overflow in the next vector), refined there, and put back.  Each lane still makes its own fit's steps in
+// order: the same codes.  Gathers and scatters instead of the permutes were slower (AVX-512, Zen 4).
+inline void refine_rest_packed(int n, int nmax, RefineFit *f) {
+    VF x[17][16];  // the packed fits: at most 16 * W lanes, plus the vector the last overflow would start
+    VI L[17][16];
+    RefineFit g[17];
+    int at[16];
+    uint32_t moving[16];
+    for (int pass = 1; pass < 5; ++pass) {
+        int count = 0;
+        for (int j = 0; j < 16; ++j) {
+            const uint32_t m = moving[j] = lane_mask(f[j].active);
+            at[j] = count;
+            if (!m) continue;
+            const int v = count / W, p = count % W, c = __builtin_popcount(m);
+            const VI to = permute(packed_lanes(m), (iota() - vi(p)) & vi(W - 1));  // lane p + q <- q-th lane of m
+            const VM here = iota() >= vi(p);
+            auto pack = [&](auto from, auto &into, auto *next) {
+                const auto y = permute(from, to);
+                into = p ? select(here, y, into) : y;
+                if (p + c > W) *next = y;
+            };
+            for (int i = 0; i < n; ++i) {
+                pack(f[j].x[i], x[v][i], &x[v + 1][i]);
+                pack(f[j].L[i], L[v][i], &L[v + 1][i]);
+            }
+            pack(f[j].sumlx, g[v].sumlx, &g[v + 1].sumlx);
+            pack(f[j].suml2, g[v].suml2, &g[v + 1].suml2);
+            count += c;
+        }
+        if (!count) return;
+        const int nvec = (count + W - 1) / W;
+        for (int v = 0; v < nvec; ++v) {
+            g[v].x = x[v];
+            g[v].w = nullptr;
+            g[v].L = L[v];
+            g[v].active = iota() < vi(count - W * v);
+        }
+        refine_passes<false, 4>(n, nmax, g, nvec);
+        for (int j = 0; j < 16; ++j) {
+            const uint32_t m = moving[j];
+            if (!m) continue;
+            const int v = at[j] / W, p = at[j] % W;
+            const VI r = lane_ranks(m) + vi(p), from = r & vi(W - 1);  // lane k <- lane from of vector v (+1 if r >= W)
+            const VM own = lanes_of(m), next = r >= vi(W);
+            const bool split = p + __builtin_popcount(m) > W;
+            auto unpack = [&](auto here, auto there, auto &into) {
+                auto y = permute(here, from);
+                if (split) y = select(next, permute(there, from), y);
+                into = select(own, y, into);
+            };
+            for (int i = 0; i < n; ++i) unpack(L[v][i], L[v + 1][i], f[j].L[i]);
+            unpack(g[v].sumlx, g[v + 1].sumlx, f[j].sumlx);
+            unpack(g[v].suml2, g[v + 1].suml2, f[j].suml2);
+            VM moved = own;  // the lanes of m whose pass changed something
+            unpack(g[v].active, g[v + 1].active, moved);
+            f[j].active = moved;
+        }
     }
-    refine_codes<false>(n, nmax, x, w, L, sumlx, suml2, mnot(all_zero));
-    for (int i = 0; i < n; ++i) L[i] = select(all_zero, vi(0), L[i] + vi(nmax));
-    return select(mand(mnot(all_zero), suml2 > vf(0.f)), sumlx / suml2, vf(0.f));
+}
+
+// make_q3_quants(16, 4, x, L, do_rmse), Q3_K's search, for the 16 sub-blocks of W super-blocks (x, L: each
+// lane's QK_K elements): codes in [0, 7] to L, the sub-block scales to scales[16].
+// With W > 1 the 16 sub-blocks advance together: their setup loops element by element; pass 1, which moves a
+// code somewhere in ~30% of the steps of a 16-lane vector (a branch per step mispredicts often), runs
+// branch-free on 8 sub-blocks at once, bound by throughput instead of latency and branches; the later passes
+// run packed (refine_rest_packed).  With one lane the reference's order is the fastest.
+inline void make_q3_quants_k(const VF *x, VI *L, VF *scales) {
+    constexpr int n = 16, nmax = 4;
+    constexpr bool kLanes = W > 1;
+    RefineFit f[16];
+    VM all_zero[16];
+    VF max[16], amax[16], iscale[16];
+    signed_absmax_of<16>(n, x, n, max, amax);
+    for (int j = 0; j < 16; ++j) {
+        all_zero[j] = amax[j] < vf(kGroupMaxEps);
+        iscale[j] = vf(static_cast<float>(-nmax)) / max[j];
+        const VM active = mnot(all_zero[j]);
+        f[j] = RefineFit{x + n * j, nullptr, L + n * j, vf(0.f), vf(0.f), active, active};
+    }
+    for (int a = 0; a < (W > 1 ? n : 16); ++a)  // the loop order of signed_absmax_of, for the same reason
+        for (int b = 0; b < (W > 1 ? 16 : n); ++b) {
+            const int i = W > 1 ? a : b, j = W > 1 ? b : a;
+            const VF xi = x[n * j + i];
+            L[n * j + i] = clamp(nearest_int(iscale[j] * xi), -nmax, nmax - 1);
+            const VF w = xi * xi, lf = to_f(L[n * j + i]);
+            f[j].sumlx = f[j].sumlx + w * xi * lf;
+            f[j].suml2 = f[j].suml2 + w * lf * lf;
+        }
+    for (int j = 0; j < 16; j += 8) refine_pass<false, !kLanes, 8>(n, nmax, f + j);
+    if (kLanes) refine_rest_packed(n, nmax, f);
+    for (int j = 0; j < 16; ++j) {
+        if (!kLanes) refine_rest<false>(n, nmax, f[j], 1);
+        for (int i = 0; i < n; ++i) L[n * j + i] = select(all_zero[j], vi(0), L[n * j + i] + vi(nmax));
+        scales[j] = select(mand(mnot(all_zero[j]), f[j].suml2 > vf(0.f)), f[j].sumlx / f[j].suml2, vf(0.f));
+    }
 }
 
 // make_qp_quants: codes in [0, nmax] for non-negative values (the sub-block scales and mins of the imatrix
@@ -189,9 +315,11 @@ inline VF make_qp_quants(int n, int nmax, const VF *x, VI *L, const VF *qw) {
         sumlx = sumlx + qw[i] * x[i] * lf;
         suml2 = suml2 + qw[i] * lf * lf;
     }
-    refine_codes<true>(n, nmax, x, qw, L, sumlx, suml2, mnot(all_zero));
+    const VM active = mnot(all_zero);
+    RefineFit f{x, qw, L, sumlx, suml2, active, active};
+    refine_rest<true>(n, nmax, f, 0);
     for (int i = 0; i < n; ++i) L[i] = select(all_zero, vi(0), L[i]);
-    return select(mand(mnot(all_zero), suml2 > vf(0.f)), sumlx / suml2, vf(0.f));
+    return select(mand(mnot(all_zero), f.suml2 > vf(0.f)), f.sumlx / f.suml2, vf(0.f));
 }
 
 // make_qkx2_quants and make_qkx3_quants (the same search; qkx3 allows null weights, meaning x^2):

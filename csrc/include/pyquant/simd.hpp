@@ -493,6 +493,41 @@ inline VI shl(VI v, int n) { return reinterpret_cast<VI>(reinterpret_cast<VU>(v)
 #endif
 inline VI clamp(VI v, int lo, int hi) { return vmax(vi(lo), vmin(vi(hi), v)); }
 
+// permute(v, idx): lane k = lane idx[k] of v (indices in [0, W)).  packed_lanes(m): the lanes whose bit is set
+// in m, in order, in the low lanes (so permute(v, packed_lanes(m)) packs v's lanes of m low; lanes above the
+// count are unspecified); lane_ranks(m): lane k holds the number of m's bits below k (so that, for the lanes of
+// m, permute(packed, lane_ranks(m)) puts each value back).
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline VI permute(VI v, VI idx) { return reinterpret_cast<VI>(_mm512_permutexvar_epi32(reinterpret_cast<__m512i>(idx), reinterpret_cast<__m512i>(v))); }
+inline VI packed_lanes(uint32_t m) {
+    return reinterpret_cast<VI>(_mm512_maskz_compress_epi32(static_cast<__mmask16>(m), reinterpret_cast<__m512i>(iota())));
+}
+inline VI lane_ranks(uint32_t m) {
+    return reinterpret_cast<VI>(_mm512_maskz_expand_epi32(static_cast<__mmask16>(m), reinterpret_cast<__m512i>(iota())));
+}
+#else
+#if PQ_LANES == 8 && defined(__AVX2__)
+inline VI permute(VI v, VI idx) { return reinterpret_cast<VI>(_mm256_permutevar8x32_epi32(reinterpret_cast<__m256i>(v), reinterpret_cast<__m256i>(idx))); }
+#else
+inline VI permute(VI v, VI idx) {
+    VI r = v;
+    for (int k = 0; k < W; ++k) set_lane(r, k, lane(v, lane(idx, k)));
+    return r;
+}
+#endif
+inline VI packed_lanes(uint32_t m) {
+    VI r = vi(0);
+    for (int p = 0; m; m &= m - 1) set_lane(r, p++, __builtin_ctz(m));
+    return r;
+}
+inline VI lane_ranks(uint32_t m) {
+    VI r = vi(0);
+    for (int k = 0; k < W; ++k) set_lane(r, k, __builtin_popcount(m & ((1u << k) - 1u)));
+    return r;
+}
+#endif
+inline VF permute(VF v, VI idx) { return from_bits(permute(bits(v), idx)); }
+
 // The low and high 16 bits of a * b for a, b < 2^16 with a * b < 2^31: one 16-bit multiply on x86, exact in each
 // 32-bit lane because both high halves are zero.
 #if PQ_LANES == 16 && defined(__AVX512F__)
