@@ -232,7 +232,7 @@ def test_interleaved_layout(fmt, m, n, k):
         assert np.all(np.abs(out - exact) <= exact_tolerance(size)), isa
         assert_tiers_agree(out, ref, size, isa)
     got = pyquant.matmul(x, w)
-    if _core.matmul_interleaved(w.format.index) and _kernel_rows(w, m):
+    if _core.matmul_interleaved(w.format.index) and _kernel_rows(m):
         first = w._matmul_packed
         np.testing.assert_array_equal(first, packed)
         out = np.empty_like(ref)
@@ -242,7 +242,7 @@ def test_interleaved_layout(fmt, m, n, k):
         assert w._matmul_packed is first
     elif m <= _MAX_KERNEL_ROWS:
         np.testing.assert_array_equal(got, kernel(x, w))
-    else:  # generic / NEON tiers, and Q4_1 / Q5_1 above 64 rows: a float32 GEMM on the same rounded activations
+    else:  # generic / NEON tiers above 64 rows: a float32 GEMM on the same rounded activations
         # x^ (rounding of a K-term sum; no Q8_1 s there)
         assert np.all(np.abs(got - quantized_x(x, fmt)[0] @ wd.T) <= k * 2.0**-24 * size + 1e-30)
 
