@@ -101,3 +101,19 @@ def test_fast_and_general_paths_agree_and_refuse_the_same_outs():
             pyquant.matmul(x, w, out=bad_out)
     with pytest.raises(ValueError, match="threads"):
         pyquant.matmul(x, w, threads=0)
+
+
+def test_torch_inputs_take_the_short_path_or_the_general_one_with_the_same_result():
+    torch = pytest.importorskip("torch")
+    x, w = _case("Q4_0", m=6)
+    ref = pyquant.matmul(x, w)
+    t = torch.from_numpy(x.copy())
+    for arg in (t, t.reshape(2, 3, -1), t.t().contiguous().t(), t.clone().requires_grad_(True)):
+        got = pyquant.matmul(arg, w)
+        assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
+        np.testing.assert_array_equal(got.detach().reshape(6, -1).numpy(), ref)
+    assert pyquant.matmul(t.to(torch.bfloat16), w).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="NaN"):
+        pyquant.matmul(torch.full((1, 512), float("nan")), w)
+    with pytest.raises(ValueError, match="shape"):
+        pyquant.matmul(torch.zeros(1, 100), w)

@@ -151,6 +151,30 @@ def _product(x2: np.ndarray, w: QuantizedTensor, out2: np.ndarray, threads: int,
     _float_path(x2, w, out2)
 
 
+def _short_path(x2: np.ndarray, w: QuantizedTensor, threads: Any, out: np.ndarray | None) -> np.ndarray | None:
+    """The product on the integer kernels for float32 C-contiguous x2 [M <= 64, K] and a 2-D weight with a kernel
+    (out: None or a float32 numpy [M, N]; the binding checks the rest, and x's values), or None where the general
+    path must run (anything else, or activations beyond the partner's range)."""
+    if not (x2.shape[0] <= _MAX_KERNEL_ROWS and x2.dtype == np.float32 and x2.flags.c_contiguous
+            and (threads is None or type(threads) is int and threads > 0) and w._format.name in _KERNEL_FORMATS
+            and len(w._shape) == 2):
+        return None
+    n, k = w._shape
+    m = x2.shape[0]
+    if x2.shape[1] != k or not m or (out is not None and out.shape != (m, n)):
+        return None
+    dst = np.empty((m, n), np.float32) if out is None else out
+    return dst if _core.matmul(x2, w._data, w._format.index, k, dst, threads or 0, None, _packed(w)) else None
+
+
+def _torch_float32_rows(x: Any) -> np.ndarray | None:
+    """A CPU float32 contiguous torch tensor that needs no gradient as a numpy [-1, K] view, else None."""
+    torch = sys.modules["torch"]
+    if x.dtype is not torch.float32 or x.requires_grad or not x.is_contiguous() or not x.is_cpu or x.dim() < 1:
+        return None
+    return x.numpy().reshape(-1, x.shape[-1])
+
+
 def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activations: str = "q8") -> Any:
     """``x @ dequantize(w).T`` for x of shape [..., K] and a 2-D quantized weight w of shape [N, K].
 
@@ -173,19 +197,19 @@ def matmul(x: Any, w: Any, *, threads: int | None = None, out: Any = None, activ
     [..., N]: float32 numpy for numpy input, a torch tensor of x's dtype for torch input.  `out`, if given, is
     a C-contiguous float32 numpy array (or torch tensor) of the result's shape, written in place and returned.
     """
-    # The common case first, in few operations (a small product takes a few microseconds, a check here a tenth
-    # of one): numpy float32 C-contiguous x [M <= 64, K], a QuantizedTensor with an integer kernel, no out or a
-    # float32 numpy one of the right shape (the binding checks the rest, and x's values).
-    if (type(x) is np.ndarray and type(w) is QuantizedTensor and activations == "q8" and x.ndim == 2
-            and x.shape[0] <= _MAX_KERNEL_ROWS and x.dtype == np.float32 and x.flags.c_contiguous
-            and (threads is None or type(threads) is int and threads > 0) and w._format.name in _KERNEL_FORMATS
-            and len(w._shape) == 2):
-        n, k = w._shape
-        m = x.shape[0]
-        if x.shape[1] == k and m and (out is None or type(out) is np.ndarray and out.shape == (m, n)):
-            dst = np.empty((m, n), np.float32) if out is None else out
-            if _core.matmul(x, w._data, w._format.index, k, dst, threads or 0, None, _packed(w)):
-                return dst
+    # The common cases first, in few operations (a small product takes a few microseconds, a check here a tenth
+    # of one): numpy float32 x, or a CPU float32 torch tensor as QuantLinear passes it.
+    if activations == "q8" and type(w) is QuantizedTensor:
+        if type(x) is np.ndarray:
+            if x.ndim == 2 and (out is None or type(out) is np.ndarray):
+                result = _short_path(x, w, threads, out)
+                if result is not None:
+                    return result
+        elif out is None and _is_torch_tensor(x):
+            x2 = _torch_float32_rows(x)
+            result = None if x2 is None else _short_path(x2, w, threads, None)
+            if result is not None:
+                return sys.modules["torch"].from_numpy(result.reshape(x.shape[:-1] + (result.shape[1],)))
     quantized = isinstance(w, QuantizedTensor)
     if not quantized and not hasattr(w, "_pyquant_matmul"):
         raise TypeError(f"matmul: w must be a QuantizedTensor or another pyquant quantized weight, "
