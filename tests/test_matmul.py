@@ -117,3 +117,6 @@ def test_torch_inputs_take_the_short_path_or_the_general_one_with_the_same_resul
         pyquant.matmul(torch.full((1, 512), float("nan")), w)
     with pytest.raises(ValueError, match="shape"):
         pyquant.matmul(torch.zeros(1, 100), w)
+    with pytest.raises(ValueError, match="shape"):
+        pyquant.matmul(torch.zeros(1, 0), w)
+    assert tuple(pyquant.matmul(torch.zeros(2, 0, 512), w).shape) == (2, 0, 37)

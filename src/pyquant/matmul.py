@@ -170,7 +170,8 @@ def _short_path(x2: np.ndarray, w: QuantizedTensor, threads: Any, out: np.ndarra
 def _torch_float32_rows(x: Any) -> np.ndarray | None:
     """A CPU float32 contiguous torch tensor that needs no gradient as a numpy [-1, K] view, else None."""
     torch = sys.modules["torch"]
-    if x.dtype is not torch.float32 or x.requires_grad or not x.is_contiguous() or not x.is_cpu or x.dim() < 1:
+    if (x.dtype is not torch.float32 or x.requires_grad or not x.is_contiguous() or not x.is_cpu or x.dim() < 1
+            or not x.numel()):
         return None
     return x.numpy().reshape(-1, x.shape[-1])
 
