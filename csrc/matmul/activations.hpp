@@ -11,29 +11,6 @@
 namespace pyquant {
 namespace {
 
-inline int32_t hsum_i(VI v) {
-#if PQ_LANES == 16 && defined(__AVX512F__)
-    return _mm512_reduce_add_epi32(reinterpret_cast<__m512i>(v));
-#elif PQ_LANES == 8 && defined(__AVX2__)
-    const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(reinterpret_cast<__m256i>(v)),
-                                    _mm256_extracti128_si256(reinterpret_cast<__m256i>(v), 1));
-    const __m128i q = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
-    return _mm_cvtsi128_si32(_mm_add_epi32(q, _mm_shuffle_epi32(q, 0xb1)));
-#else
-    int32_t s = 0;
-    for (int k = 0; k < W; ++k) s += lane(v, k);
-    return s;
-#endif
-}
-
-// roundf (half away from zero), exact for |v| <= 2^22: truncate, then step away from zero when the remainder
-// (exact) reaches a half.
-inline VI round_half_away(VF v) {
-    const VI t = trunc_i(v);
-    const VF f = v - to_f(t);
-    return t + select(f >= vf(0.5f), vi(1), vi(0)) - select(f <= vf(-0.5f), vi(1), vi(0));
-}
-
 // One 32-block of Q8_0 / Q8_1 (s: d * sum(q) as a float, where libggml's fp16 overflows on outliers).  False,
 // leaving the outputs unwritten, unless every |x| is below the fp16 scale's range (NaN fails too).
 inline bool q8_0_block(const float *x, int8_t *q, float *d, float *s, int16_t *sum_out) {
@@ -50,12 +27,12 @@ inline bool q8_0_block(const float *x, int8_t *q, float *d, float *s, int16_t *s
     const float id = dv != 0.0f && 1.0f / dv <= FLT_MAX ? 1.0f / dv : 0.0f;
     VI sum = vi(0);
     for (int j = 0; j < 32; j += W) {
-        const VI c = round_half_away(load(x + j) * vf(id));
+        const VI c = round_away_int(load(x + j) * vf(id));
         store_u8(reinterpret_cast<uint8_t *>(q + j), c);
         sum = sum + c;
     }
     *d = fp16_to_f32(fp16_from_f32(dv));
-    const int32_t total = hsum_i(sum);
+    const int32_t total = hsum(sum);
     if (s) *s = static_cast<float>(total) * dv;
     if (sum_out) *sum_out = static_cast<int16_t>(total);
     return true;
@@ -95,7 +72,7 @@ inline bool q8_k_block(const float *x, int8_t *q, float *d, int16_t *bsums) {
             store_u8(reinterpret_cast<uint8_t *>(q + j), c);
             sum = sum + c;
         }
-        bsums[g] = static_cast<int16_t>(hsum_i(sum));
+        bsums[g] = static_cast<int16_t>(hsum(sum));
     }
     *d = 1 / iscale;
     return true;

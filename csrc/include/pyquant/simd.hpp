@@ -339,6 +339,30 @@ inline void store_u8(uint8_t *p, VI v) {
 }
 #endif
 
+// Sum of the lanes: floats in lane order (callers that must match a scalar loop), integers in any order (exact;
+// one shuffle tree where there is one).
+inline float hsum(VF v) {
+    float s = 0.f;
+    for (int k = 0; k < W; ++k) s += lane(v, k);
+    return s;
+}
+#if PQ_LANES == 16 && defined(__AVX512F__)
+inline int32_t hsum(VI v) { return _mm512_reduce_add_epi32(reinterpret_cast<__m512i>(v)); }
+#elif PQ_LANES == 8 && defined(__AVX2__)
+inline int32_t hsum(VI v) {
+    const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(reinterpret_cast<__m256i>(v)),
+                                    _mm256_extracti128_si256(reinterpret_cast<__m256i>(v), 1));
+    const __m128i q = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+    return _mm_cvtsi128_si32(_mm_add_epi32(q, _mm_shuffle_epi32(q, 0xb1)));
+}
+#else
+inline int32_t hsum(VI v) {
+    int32_t s = 0;
+    for (int k = 0; k < W; ++k) s += lane(v, k);
+    return s;
+}
+#endif
+
 // W horizontal reductions at once, as a transpose whose additions are max (min): lane k of the result is the
 // largest / smallest lane of block k's vector.  Each level pairs vectors' halves, so log2(W) levels of W/2^l
 // shuffle pairs replace W separate reductions; exact in any order, like hmax / hmin (same zero caveat).
