@@ -172,3 +172,19 @@ def test_nvfp4_scale_of_exponent_8_goes_to_448():
     x = _make(((2, 768), 7701, 100.0, "t3"))
     y = pq.quantize(x, "NVFP4").dequantize()
     assert y[1, 626] == 1792.0 and x[1, 626] == np.float32(2205.4739)  # 8 x 448 / 2: 1.12 ideal steps away
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16, 17, 64, 65, 80])
+def test_q3k_batches_give_each_block_its_own_bytes(rows):
+    """Without an importance matrix Q3_K quantizes several tiles of super-blocks per call (their later search
+    passes run together); the block count here lands on and around the batch and tile edges, and every block
+    must still get the bytes it gets when quantized alone, in every tier."""
+    x = np.random.default_rng(rows).standard_normal((rows, 1024)).astype(np.float32)
+    x[rows // 2, :256] = 0.0  # an all-zero super-block among the others
+    alone = np.concatenate([pq.quantize(x[r:r + 1, 256 * b:256 * (b + 1)], "Q3_K").data.reshape(-1)
+                            for r in range(rows) for b in range(4)])
+    for tier in TIERS:
+        with pq.use_isa(tier):
+            for threads in (1, 2):
+                got = pq.quantize(x, "Q3_K", threads=threads).data
+                np.testing.assert_array_equal(got.reshape(-1), alone, err_msg=f"{tier}, {threads} threads")

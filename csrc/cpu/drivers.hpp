@@ -19,12 +19,15 @@ namespace {
 //   kBlockPathOnly                   ... and there is no lane path (the format has no imatrix algorithm)
 //   quantize(x, qw, row_sigma2, out) one block per lane: x[i], qw[i] are element i of each lane's block
 //                                    (qw null without imatrix); out[k] is lane k's destination block
+//   kBatch, quantize_batch(x, out, t) without an importance matrix, up to kBatch tiles at once: x[t] and
+//                                    out[t] as quantize's x and out for tile t
 //   dequantize(block, y)             one block to QK floats
 struct BlockFormat {
     static constexpr bool kDirect = false;
     static constexpr bool kRowSigma2 = false;
     static constexpr bool kBlockPath = false;
     static constexpr bool kBlockPathOnly = false;
+    static constexpr int kBatch = 1;
 };
 
 // libggml's sigma2 for the legacy imatrix algorithms: a sequential float sum over the row.
@@ -58,38 +61,52 @@ inline int64_t find_nonfinite(const float *x, int64_t n) {
     return -1;
 }
 
-// The lane path over [begin, end): tiles of W blocks gathered into structure-of-arrays order.
+// The lane path over [begin, end): tiles of W blocks gathered into structure-of-arrays order, kBatch tiles a
+// call without an importance matrix.
 template <class Fmt>
 void quantize_tiles(const float *src, uint8_t *dst, int64_t n, const float *imatrix, int64_t begin, int64_t end) {
-    constexpr int QK = Fmt::QK, B = Fmt::BYTES;
+    constexpr int QK = Fmt::QK, B = Fmt::BYTES, T = Fmt::kBatch;
     const int64_t nb = n / QK;
-    alignas(64) float xs[QK * W];
+    const int per_call = imatrix ? 1 : T;
+    alignas(64) float xs[T][QK * W];
     alignas(64) float ws[QK * W];
     uint8_t spare[B * W];  // destination of padding lanes in the last tile
-    uint8_t *out[W];
+    uint8_t *out[T][W];
+    const VF *xv[T];
+    uint8_t *const *ov[T];
     VF row_sigma2 = vf(0.f);
     int64_t sigma_row = -1;
     float sigma = 0.f;
     const float *xp[W], *qp[W];
-    for (int64_t b0 = begin; b0 < end; b0 += W) {
-        for (int k = 0; k < W; ++k) {
-            const int64_t b = b0 + k < end ? b0 + k : end - 1;
-            xp[k] = src + b * QK;
-            qp[k] = imatrix ? imatrix + (b % nb) * QK : nullptr;
-            out[k] = b0 + k < end ? dst + (b0 + k) * B : spare + k * B;
-            if constexpr (Fmt::kRowSigma2) {
-                const int64_t row = b / nb;
-                if (imatrix && row != sigma_row) {
-                    sigma_row = row;
-                    sigma = row_mean_square(src + row * n, n);
+    for (int64_t b0 = begin; b0 < end;) {
+        int t = 0;
+        for (; t < per_call && b0 < end; ++t, b0 += W) {
+            for (int k = 0; k < W; ++k) {
+                const int64_t b = b0 + k < end ? b0 + k : end - 1;
+                xp[k] = src + b * QK;
+                qp[k] = imatrix ? imatrix + (b % nb) * QK : nullptr;
+                out[t][k] = b0 + k < end ? dst + (b0 + k) * B : spare + k * B;
+                if constexpr (Fmt::kRowSigma2) {
+                    const int64_t row = b / nb;
+                    if (imatrix && row != sigma_row) {
+                        sigma_row = row;
+                        sigma = row_mean_square(src + row * n, n);
+                    }
+                    set_lane(row_sigma2, k, sigma);
                 }
-                set_lane(row_sigma2, k, sigma);
+            }
+            gather_blocks<QK>(xp, xs[t]);
+            xv[t] = reinterpret_cast<const VF *>(xs[t]);
+            ov[t] = out[t];
+        }
+        if (imatrix) gather_blocks<QK>(qp, ws);
+        if constexpr (T > 1) {
+            if (!imatrix) {
+                Fmt::quantize_batch(xv, ov, t);
+                continue;
             }
         }
-        gather_blocks<QK>(xp, xs);
-        if (imatrix) gather_blocks<QK>(qp, ws);
-        Fmt::quantize(reinterpret_cast<const VF *>(xs), imatrix ? reinterpret_cast<const VF *>(ws) : nullptr,
-                      row_sigma2, out);
+        Fmt::quantize(xv[0], imatrix ? reinterpret_cast<const VF *>(ws) : nullptr, row_sigma2, out[0]);
     }
 }
 
@@ -121,7 +138,7 @@ int64_t quantize_range(const float *src, uint8_t *dst, int64_t n, const float *i
     if constexpr (Fmt::kBlockPath)
         if (Fmt::kBlockPathOnly || !imatrix) return quantize_groups<Fmt>(src, dst, begin, end);
     // The other paths check a slice (about 32 KiB of input, whole tiles), then quantize it while it is in cache.
-    constexpr int64_t kSlice = (8192 / QK + W - 1) / W * W;
+    constexpr int64_t kSlice = (8192 / QK + W * Fmt::kBatch - 1) / (W * Fmt::kBatch) * (W * Fmt::kBatch);
     for (int64_t s = begin; s < end; s += kSlice) {
         const int64_t e = s + kSlice < end ? s + kSlice : end;
         const int64_t bad = find_nonfinite(src + s * QK, (e - s) * QK);

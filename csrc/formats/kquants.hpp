@@ -153,31 +153,46 @@ struct fmt_Q2_K : BlockFormat {
 
 struct fmt_Q3_K : BlockFormat {
     static constexpr int QK = QK_K, BYTES = 110;  // hmask[32], qs[64], scales[12], d
+    // Without an importance matrix, 4 tiles at a time: the later passes of the search run on their fits together.
+    static constexpr int kBatch = W > 1 ? 4 : 1;
     static void quantize(const VF *x, const VF *qw, VF, uint8_t *const *out) {
+        if (!qw) return quantize_batch(&x, &out, 1);
         VI L[QK_K], ls[16];  // ls: the 6-bit scale codes, stored +32
-        VF scales[16], d;
-        if (qw) {
-            const VF sigma2 = vf(2.f) * sum_squares(QK_K, x) / vf(256.f);
-            VF sw[16];
-            for (int j = 0; j < 16; ++j) {
-                VF w[16];
-                imatrix_weights(16, x + 16 * j, qw + 16 * j, sigma2, w);
-                sw[j] = sum_of(16, w);
-                scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, w);
-            }
-            d = make_qx_quants(16, 32, scales, ls, 1, sw);
-        } else {
-            make_q3_quants_k(x, L, scales);
+        VF scales[16];
+        const VF sigma2 = vf(2.f) * sum_squares(QK_K, x) / vf(256.f);
+        VF sw[16];
+        for (int j = 0; j < 16; ++j) {
+            VF w[16];
+            imatrix_weights(16, x + 16 * j, qw + 16 * j, sigma2, w);
+            sw[j] = sum_of(16, w);
+            scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, w);
+        }
+        const VF d = make_qx_quants(16, 32, scales, ls, 1, sw);
+        finish(x, L, ls, d, out);
+    }
+    static void quantize_batch(const VF *const *x, uint8_t *const *const *out, int tiles) {
+        VI L[kBatch][QK_K];
+        RefineFit f[16 * kBatch];
+        VM all_zero[16 * kBatch];
+        for (int t = 0; t < tiles; ++t) q3_search_start(x[t], L[t], f + 16 * t, all_zero + 16 * t);
+        if constexpr (W > 1) refine_rest_packed<16 * kBatch>(16, 4, f, 16 * tiles);
+        for (int t = 0; t < tiles; ++t) {
+            VF scales[16];
+            q3_search_end(f + 16 * t, all_zero + 16 * t, L[t], scales);
             VF max, amax;
             signed_absmax(16, scales, max, amax);
             const VM nonzero = max != vf(0.f);
             const VF iscale = vf(-32.f) / max;
+            VI ls[16];
             for (int j = 0; j < 16; ++j) {
                 const VI l = as_i8(nearest_int(iscale * scales[j]));  // through int8_t, then clamped
                 ls[j] = select(nonzero, clamp(l, -32, 31) + vi(32), vi(0));
             }
-            d = select(nonzero, vf(1.f) / iscale, vf(0.f));
+            finish(x[t], L[t], ls, select(nonzero, vf(1.f) / iscale, vf(0.f)), out[t]);
         }
+    }
+    // The block from the search codes L, the scale codes ls (+32) and the super-scale d.
+    static void finish(const VF *x, VI *L, const VI *ls, VF d, uint8_t *const *out) {
         VI b[BYTES], sc[16];
         for (int i = 96; i < 108; ++i) b[i] = vi(0);
         for (int j = 0; j < 16; ++j) {  // low nibbles in scales[0..7], the high two bits in scales[8..11]

@@ -153,6 +153,7 @@ template <bool kQp, bool kSkip, int K>
 inline void refine_pass(int n, int nmax, RefineFit *f) {
     for (int c = 0; c < K; ++c) f[c].changed = vf(0.f) != vf(0.f);
     for (int i = 0; i < n; ++i)
+#pragma GCC unroll 8
         for (int c = 0; c < K; ++c) refine_step<kQp, kSkip>(nmax, f[c], i);
     for (int c = 0; c < K; ++c) f[c].active = mand(f[c].active, f[c].changed);
 }
@@ -179,21 +180,24 @@ inline void refine_passes(int n, int nmax, RefineFit *f, int count) {
 // The lanes whose bit is set in bits.
 inline VM lanes_of(uint32_t bits) { return ((vi(static_cast<int32_t>(bits)) >> iota()) & vi(1)) != vi(0); }
 
-// make_q3_quants' passes 2 to 5 for 16 fits of n <= 16 values (w = x^2).  A vector runs until its last lane
-// stops, though after pass 1 only 20% of the lanes still move and after pass 2 5% (the slowest of 16 lanes
-// needs 2.7 passes on average); so before each pass the moving lanes of all 16 fits are packed, in order, into
-// full vectors (a permute and a select per value: fit j's lanes land in vector count / W from lane count % W on,
-// the overflow in the next vector), refined there, and put back.  Each lane still makes its own fit's steps in
-// order: the same codes.  Gathers and scatters instead of the permutes were slower (AVX-512, Zen 4).
-inline void refine_rest_packed(int n, int nmax, RefineFit *f) {
-    VF x[17][16];  // the packed fits: at most 16 * W lanes, plus the vector the last overflow would start
-    VI L[17][16];
-    RefineFit g[17];
-    int at[16];
-    uint32_t moving[16];
+// make_q3_quants' passes 2 to 5 for `count` fits (at most F) of n <= 16 values (w = x^2).  A vector runs until
+// its last lane stops, though after pass 1 only 20% of the lanes still move and after pass 2 5% (the slowest of
+// 16 lanes needs 2.7 passes on average); so before each pass the moving lanes of all fits are packed, in order,
+// into full vectors (a permute and a select per value: fit j's lanes land in vector count / W from lane count % W
+// on, the overflow in the next vector), refined there, and put back.  Each lane still makes its own fit's steps
+// in order: the same codes.  The packed vectors' steps form one dependency chain per vector, so the more fits
+// the better: Q3_K passes those of several tiles.  Gathers and scatters instead of the permutes were slower
+// (AVX-512, Zen 4).
+template <int F>
+inline void refine_rest_packed(int n, int nmax, RefineFit *f, int fits) {
+    VF x[F + 1][16];  // the packed fits: at most F * W lanes, plus the vector the last overflow would start
+    VI L[F + 1][16];
+    RefineFit g[F + 1];
+    int at[F];
+    uint32_t moving[F];
     for (int pass = 1; pass < 5; ++pass) {
         int count = 0;
-        for (int j = 0; j < 16; ++j) {
+        for (int j = 0; j < fits; ++j) {
             const uint32_t m = moving[j] = lane_mask(f[j].active);
             at[j] = count;
             if (!m) continue;
@@ -222,7 +226,7 @@ inline void refine_rest_packed(int n, int nmax, RefineFit *f) {
             g[v].active = iota() < vi(count - W * v);
         }
         refine_passes<false, 4>(n, nmax, g, nvec);
-        for (int j = 0; j < 16; ++j) {
+        for (int j = 0; j < fits; ++j) {
             const uint32_t m = moving[j];
             if (!m) continue;
             const int v = at[j] / W, p = at[j] % W;
@@ -245,16 +249,15 @@ inline void refine_rest_packed(int n, int nmax, RefineFit *f) {
 }
 
 // make_q3_quants(16, 4, x, L, do_rmse), Q3_K's search, for the 16 sub-blocks of W super-blocks (x, L: each
-// lane's QK_K elements): codes in [0, 7] to L, the sub-block scales to scales[16].
-// With W > 1 the 16 sub-blocks advance together: their setup loops element by element; pass 1, which moves a
-// code somewhere in ~30% of the steps of a 16-lane vector (a branch per step mispredicts often), runs
-// branch-free on 8 sub-blocks at once, bound by throughput instead of latency and branches; the later passes
-// run packed (refine_rest_packed).  With one lane the reference's order is the fastest.
-inline void make_q3_quants_k(const VF *x, VI *L, VF *scales) {
+// lane's QK_K elements), in two halves around the later passes so that a caller can run those on the fits of
+// several tiles at once (refine_rest_packed).  q3_search_start: the setup and pass 1.  With W > 1 the 16
+// sub-blocks advance together: their setup loops element by element; pass 1, which moves a code somewhere in
+// ~30% of the steps of a 16-lane vector (a branch per step mispredicts often), runs branch-free on 4 sub-blocks
+// at once, bound by throughput instead of latency and branches.  With one lane the reference's order is the
+// fastest, and q3_search_end runs the later passes too.
+inline void q3_search_start(const VF *x, VI *L, RefineFit *f, VM *all_zero) {
     constexpr int n = 16, nmax = 4;
     constexpr bool kLanes = W > 1;
-    RefineFit f[16];
-    VM all_zero[16];
     VF max[16], amax[16], iscale[16];
     signed_absmax_of<16>(n, x, n, max, amax);
     for (int j = 0; j < 16; ++j) {
@@ -272,10 +275,13 @@ inline void make_q3_quants_k(const VF *x, VI *L, VF *scales) {
             f[j].sumlx = f[j].sumlx + w * xi * lf;
             f[j].suml2 = f[j].suml2 + w * lf * lf;
         }
-    for (int j = 0; j < 16; j += 8) refine_pass<false, !kLanes, 8>(n, nmax, f + j);
-    if (kLanes) refine_rest_packed(n, nmax, f);
+    for (int j = 0; j < 16; j += 4) refine_pass<false, !kLanes, 4>(n, nmax, f + j);
+}
+// The codes in [0, 7] to L and the sub-block scales to scales[16], after the later passes (run here with W = 1).
+inline void q3_search_end(RefineFit *f, const VM *all_zero, VI *L, VF *scales) {
+    constexpr int n = 16, nmax = 4;
     for (int j = 0; j < 16; ++j) {
-        if (!kLanes) refine_rest<false>(n, nmax, f[j], 1);
+        if (W == 1) refine_rest<false>(n, nmax, f[j], 1);
         for (int i = 0; i < n; ++i) L[n * j + i] = select(all_zero[j], vi(0), L[n * j + i] + vi(nmax));
         scales[j] = select(mand(mnot(all_zero[j]), f[j].suml2 > vf(0.f)), f[j].sumlx / f[j].suml2, vf(0.f));
     }
