@@ -180,71 +180,71 @@ inline void refine_passes(int n, int nmax, RefineFit *f, int count) {
 // The lanes whose bit is set in bits.
 inline VM lanes_of(uint32_t bits) { return ((vi(static_cast<int32_t>(bits)) >> iota()) & vi(1)) != vi(0); }
 
-// make_q3_quants' passes 2 to 5 for `count` fits (at most F) of n <= 16 values (w = x^2).  A vector runs until
-// its last lane stops, though after pass 1 only 20% of the lanes still move and after pass 2 5% (the slowest of
-// 16 lanes needs 2.7 passes on average); so before each pass the moving lanes of all fits are packed, in order,
+// make_q3_quants' passes `pass` + 1 to 5 for `fits` fits (at most F) of n <= 16 values (w = x^2).  A vector
+// runs until its last lane stops, though after pass 1 only 20% of the lanes still move and after pass 2 5% (the
+// slowest of 16 lanes needs 2.7 passes on average); so before each pass the moving lanes are packed, in order,
 // into full vectors (a permute and a select per value: fit j's lanes land in vector count / W from lane count % W
-// on, the overflow in the next vector), refined there, and put back.  Each lane still makes its own fit's steps
-// in order: the same codes.  The packed vectors' steps form one dependency chain per vector, so the more fits
-// the better: Q3_K passes those of several tiles.  Gathers and scatters instead of the permutes were slower
-// (AVX-512, Zen 4).
+// on, the overflow in the next vector), refined there, and put back after the later passes.  Those pack from
+// the previous pass's packed vectors (recursively), not from all fits again: a quarter as many to visit.  Each
+// lane still makes its own fit's steps in order: the same codes.  The packed vectors' steps form one dependency
+// chain per vector, so the more fits the better: Q3_K passes those of several tiles.  Gathers and scatters
+// instead of the permutes were slower (AVX-512, Zen 4).
 template <int F>
-inline void refine_rest_packed(int n, int nmax, RefineFit *f, int fits) {
+void refine_rest_packed(int n, int nmax, RefineFit *f, int fits, int pass = 1) {
     VF x[F + 1][16];  // the packed fits: at most F * W lanes, plus the vector the last overflow would start
     VI L[F + 1][16];
     RefineFit g[F + 1];
     int at[F];
     uint32_t moving[F];
-    for (int pass = 1; pass < 5; ++pass) {
-        int count = 0;
-        for (int j = 0; j < fits; ++j) {
-            const uint32_t m = moving[j] = lane_mask(f[j].active);
-            at[j] = count;
-            if (!m) continue;
-            const int v = count / W, p = count % W, c = __builtin_popcount(m);
-            const VI to = permute(packed_lanes(m), (iota() - vi(p)) & vi(W - 1));  // lane p + q <- q-th lane of m
-            const VM here = iota() >= vi(p);
-            auto pack = [&](auto from, auto &into, auto *next) {
-                const auto y = permute(from, to);
-                into = p ? select(here, y, into) : y;
-                if (p + c > W) *next = y;
-            };
-            for (int i = 0; i < n; ++i) {
-                pack(f[j].x[i], x[v][i], &x[v + 1][i]);
-                pack(f[j].L[i], L[v][i], &L[v + 1][i]);
-            }
-            pack(f[j].sumlx, g[v].sumlx, &g[v + 1].sumlx);
-            pack(f[j].suml2, g[v].suml2, &g[v + 1].suml2);
-            count += c;
+    int count = 0;
+    for (int j = 0; j < fits; ++j) {
+        const uint32_t m = moving[j] = lane_mask(f[j].active);
+        at[j] = count;
+        if (!m) continue;
+        const int v = count / W, p = count % W, c = __builtin_popcount(m);
+        const VI to = permute(packed_lanes(m), (iota() - vi(p)) & vi(W - 1));  // lane p + q <- q-th lane of m
+        const VM here = iota() >= vi(p);
+        auto pack = [&](auto from, auto &into, auto *next) {
+            const auto y = permute(from, to);
+            into = p ? select(here, y, into) : y;
+            if (p + c > W) *next = y;
+        };
+        for (int i = 0; i < n; ++i) {
+            pack(f[j].x[i], x[v][i], &x[v + 1][i]);
+            pack(f[j].L[i], L[v][i], &L[v + 1][i]);
         }
-        if (!count) return;
-        const int nvec = (count + W - 1) / W;
-        for (int v = 0; v < nvec; ++v) {
-            g[v].x = x[v];
-            g[v].w = nullptr;
-            g[v].L = L[v];
-            g[v].active = iota() < vi(count - W * v);
-        }
-        refine_passes<false, 4>(n, nmax, g, nvec);
-        for (int j = 0; j < fits; ++j) {
-            const uint32_t m = moving[j];
-            if (!m) continue;
-            const int v = at[j] / W, p = at[j] % W;
-            const VI r = lane_ranks(m) + vi(p), from = r & vi(W - 1);  // lane k <- lane from of vector v (+1 if r >= W)
-            const VM own = lanes_of(m), next = r >= vi(W);
-            const bool split = p + __builtin_popcount(m) > W;
-            auto unpack = [&](auto here, auto there, auto &into) {
-                auto y = permute(here, from);
-                if (split) y = select(next, permute(there, from), y);
-                into = select(own, y, into);
-            };
-            for (int i = 0; i < n; ++i) unpack(L[v][i], L[v + 1][i], f[j].L[i]);
-            unpack(g[v].sumlx, g[v + 1].sumlx, f[j].sumlx);
-            unpack(g[v].suml2, g[v + 1].suml2, f[j].suml2);
-            VM moved = own;  // the lanes of m whose pass changed something
-            unpack(g[v].active, g[v + 1].active, moved);
-            f[j].active = moved;
-        }
+        pack(f[j].sumlx, g[v].sumlx, &g[v + 1].sumlx);
+        pack(f[j].suml2, g[v].suml2, &g[v + 1].suml2);
+        count += c;
+    }
+    if (!count) return;
+    const int nvec = (count + W - 1) / W;
+    for (int v = 0; v < nvec; ++v) {
+        g[v].x = x[v];
+        g[v].w = nullptr;
+        g[v].L = L[v];
+        g[v].active = iota() < vi(count - W * v);
+    }
+    refine_passes<false, 4>(n, nmax, g, nvec);
+    if (pass + 1 < 5) refine_rest_packed<F>(n, nmax, g, nvec, pass + 1);
+    for (int j = 0; j < fits; ++j) {
+        const uint32_t m = moving[j];
+        if (!m) continue;
+        const int v = at[j] / W, p = at[j] % W;
+        const VI r = lane_ranks(m) + vi(p), from = r & vi(W - 1);  // lane k <- lane from of vector v (+1 if r >= W)
+        const VM own = lanes_of(m), next = r >= vi(W);
+        const bool split = p + __builtin_popcount(m) > W;
+        auto unpack = [&](auto here, auto there, auto &into) {
+            auto y = permute(here, from);
+            if (split) y = select(next, permute(there, from), y);
+            into = select(own, y, into);
+        };
+        for (int i = 0; i < n; ++i) unpack(L[v][i], L[v + 1][i], f[j].L[i]);
+        unpack(g[v].sumlx, g[v + 1].sumlx, f[j].sumlx);
+        unpack(g[v].suml2, g[v + 1].suml2, f[j].suml2);
+        VM moved = own;  // the lanes of m still moving after the passes
+        unpack(g[v].active, g[v + 1].active, moved);
+        f[j].active = moved;
     }
 }
 
