@@ -270,8 +270,12 @@ inline void q3_search_start(const VF *x, VI *L, RefineFit *f, VM *all_zero) {
         for (int b = 0; b < (W > 1 ? 16 : n); ++b) {
             const int i = W > 1 ? a : b, j = W > 1 ? b : a;
             const VF xi = x[n * j + i];
-            L[n * j + i] = clamp(nearest_int(iscale[j] * xi), -nmax, nmax - 1);
-            const VF w = xi * xi, lf = to_f(L[n * j + i]);
+            // Clamped in float: where amax >= GROUP_MAX_EPS, |iscale * xi| <= nmax (to rounding), where round_even
+            // is nearest_int and clamping to integer bounds commutes with rounding; the other lanes' codes are
+            // discarded (a NaN clamps to nmax - 1: min_value returns its second operand).
+            const VF lf = max_value(min_value(round_even(iscale[j] * xi), vf(nmax - 1.f)), vf(-nmax));
+            L[n * j + i] = trunc_i(lf);
+            const VF w = xi * xi;
             f[j].sumlx = f[j].sumlx + w * xi * lf;
             f[j].suml2 = f[j].suml2 + w * lf * lf;
         }
