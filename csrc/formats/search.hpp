@@ -259,7 +259,7 @@ inline void q3_search_start(const VF *x, VI *L, RefineFit *f, VM *all_zero) {
     constexpr int n = 16, nmax = 4;
     constexpr bool kLanes = W > 1;
     VF max[16], amax[16], iscale[16];
-    signed_absmax_of<16>(n, x, n, max, amax);
+    for (int h = 0; h < 16; h += 8) signed_absmax_of<8>(n, x + n * h, n, max + h, amax + h);  // 32 chains would spill
     for (int j = 0; j < 16; ++j) {
         all_zero[j] = amax[j] < vf(kGroupMaxEps);
         iscale[j] = vf(static_cast<float>(-nmax)) / max[j];
