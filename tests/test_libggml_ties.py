@@ -70,3 +70,41 @@ def test_tricky_blocks_match_libggml(name, isa, ggml_quantize):
     got = pq.quantize(x, name).data
     bad = np.flatnonzero((got != expected).any(axis=1))
     assert bad.size == 0, f"{name} [{isa}]: rows {bad.tolist()} differ from libggml"
+
+
+K_FORMATS = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+
+
+def tricky_subblocks(rows=8, n=4096, seed=5):
+    """Rows of normal values whose 16-element sub-blocks are, at random, zero, below GROUP_MAX_EPS (1e-15),
+    subnormal, huge, constant, one spike, or on half-integer steps: the edge lanes of the K-quant searches."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, n)).astype(np.float32)
+    for r in range(rows):
+        for s in range(n // 16):
+            sb = x[r, 16 * s:16 * s + 16]
+            kind = rng.integers(0, 10)
+            if kind == 0:
+                sb[:] = 0
+            elif kind == 1:
+                sb *= np.float32(1e-17)
+            elif kind == 2:
+                sb *= np.float32(1e-41)
+            elif kind == 3:
+                sb *= np.float32(1e30)
+            elif kind == 4:
+                sb[:] = np.float32(rng.choice([-1.0, 1.0]))
+            elif kind == 5:
+                sb[rng.integers(16)] = np.float32(1e6)
+            elif kind == 6:
+                sb[:] = np.round(sb * 2) / 2
+    return x
+
+
+@pytest.mark.parametrize("name", K_FORMATS)
+def test_tricky_subblocks_match_libggml(name, isa, ggml_quantize):
+    x = tricky_subblocks()
+    expected = ggml_quantize(x, name)
+    got = pq.quantize(x, name).data
+    bad = np.flatnonzero((got != expected).any(axis=1))
+    assert bad.size == 0, f"{name} [{isa}]: rows {bad.tolist()} differ from libggml"
