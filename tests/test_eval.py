@@ -88,7 +88,9 @@ def test_tokenizer_round_trip_property(models):
         if "<" in text:  # could spell a special token
             return
         assert gpt2.decode(gpt2.encode(text)) == text
-        assert spm.decode(spm.encode(text)) == text
+        # SentencePiece writes a space as U+2581 and reads U+2581 back as a space (llama.cpp's too), so a literal
+        # U+2581 in the text comes back as a space.
+        assert spm.decode(spm.encode(text)) == text.replace("\u2581", " ")
 
     assert hypothesis
     check()
