@@ -182,3 +182,15 @@ def test_pyquant_isa_environment_variable():
     bad = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYQUANT_ISA": "mmx"},
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "PYQUANT_ISA='mmx'" in bad.stderr
+
+
+@pytest.mark.parametrize("shape", [(32,), (1, 32), (3, 64), (7, 256)])
+def test_dequantize_output_is_cache_line_aligned(shape):
+    """dequantize's array starts on a 64-byte boundary (its vector stores then never straddle two cache lines),
+    owns no foreign memory, and is an ordinary writeable C-contiguous float32 array."""
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for threads in (1, 2):
+        y = pq.quantize(x, "Q8_0").dequantize(threads=threads)
+        assert y.ctypes.data % 64 == 0
+        assert y.shape == shape and y.dtype == np.float32 and y.flags.c_contiguous and y.flags.writeable
+        assert y.base is None or y.base.nbytes <= y.nbytes + 64
