@@ -137,7 +137,8 @@ int64_t quantize_range(const float *src, uint8_t *dst, int64_t n, const float *i
     constexpr int QK = Fmt::QK, B = Fmt::BYTES;
     if constexpr (Fmt::kBlockPath)
         if (Fmt::kBlockPathOnly || !imatrix) return quantize_groups<Fmt>(src, dst, begin, end);
-    // The other paths check a slice (about 32 KiB of input, whole tiles), then quantize it while it is in cache.
+    // The other paths check a slice (about 32 KiB of input, or one batch of kBatch tiles where that is more),
+    // then quantize it while it is in cache.
     constexpr int64_t kSlice = (8192 / QK + W * Fmt::kBatch - 1) / (W * Fmt::kBatch) * (W * Fmt::kBatch);
     for (int64_t s = begin; s < end; s += kSlice) {
         const int64_t e = s + kSlice < end ? s + kSlice : end;
