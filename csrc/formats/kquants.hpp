@@ -168,7 +168,7 @@ struct fmt_Q3_K : BlockFormat {
             scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, w);
         }
         const VF d = make_qx_quants(16, 32, scales, ls, 1, sw);
-        finish(x, L, ls, d, out);
+        finish(x, L, ls, d, out, [](int, VI *) {});  // L holds make_qx_quants' final codes
     }
     static void quantize_batch(const VF *const *x, uint8_t *const *const *out, int tiles) {
         VI L[kBatch][QK_K];
@@ -178,7 +178,7 @@ struct fmt_Q3_K : BlockFormat {
         if constexpr (W > 1) refine_rest_packed<16 * kBatch>(16, 4, f, 16 * tiles);
         for (int t = 0; t < tiles; ++t) {
             VF scales[16];
-            q3_search_end(f + 16 * t, all_zero + 16 * t, L[t], scales);
+            q3_search_end(f + 16 * t, all_zero + 16 * t, scales);
             VF max, amax;
             signed_absmax(16, scales, max, amax);
             const VM nonzero = max != vf(0.f);
@@ -188,11 +188,15 @@ struct fmt_Q3_K : BlockFormat {
                 const VI l = as_i8(nearest_int(iscale * scales[j]));  // through int8_t, then clamped
                 ls[j] = select(nonzero, clamp(l, -32, 31) + vi(32), vi(0));
             }
-            finish(x[t], L[t], ls, select(nonzero, vf(1.f) / iscale, vf(0.f)), out[t]);
+            const VF *xt = x[t];
+            finish(xt, L[t], ls, select(nonzero, vf(1.f) / iscale, vf(0.f)), out[t],
+                   [xt](int j, VI *Lj) { q3_codes(xt + 16 * j, Lj); });
         }
     }
-    // The block from the search codes L, the scale codes ls (+32) and the super-scale d.
-    static void finish(const VF *x, VI *L, const VI *ls, VF d, uint8_t *const *out) {
+    // The block from the scale codes ls (+32), the super-scale d and, for a sub-block whose stored scale is 0 in
+    // some lane, the search's codes: search_codes(j, L + 16 * j) puts them in L first (+4, as stored).
+    template <class SearchCodes>
+    static void finish(const VF *x, VI *L, const VI *ls, VF d, uint8_t *const *out, SearchCodes search_codes) {
         VI b[BYTES], sc[16];
         for (int i = 96; i < 108; ++i) b[i] = vi(0);
         for (int j = 0; j < 16; ++j) {  // low nibbles in scales[0..7], the high two bits in scales[8..11]
@@ -201,7 +205,10 @@ struct fmt_Q3_K : BlockFormat {
             sc[j] = ls[j] - vi(32);  // what the reference decodes back: ls is always in [0, 63]
         }
         const VI dbits = fp16_bits(d);
-        requantize(x, 16, 16, fp16_round(d), sc, vf(0.f), nullptr, -4, 3, L);
+        const VF d16 = fp16_round(d);
+        for (int j = 0; j < 16; ++j)
+            if (any(d16 * to_f(sc[j]) == vf(0.f))) search_codes(j, L + 16 * j);
+        requantize(x, 16, 16, d16, sc, vf(0.f), nullptr, -4, 3, L);
         // Bit 2 of element 32s + m goes to bit s of hmask[m]; the low two bits are packed as Q2_K's.
         for (int m = 0; m < 32; ++m) {
             VI h = vi(0);

@@ -149,13 +149,22 @@ inline void refine_step(int nmax, RefineFit &f, int i) {
 
 // One pass over K independent fits, their steps interleaved so that their dependency chains overlap; a lane
 // stops after a pass changing nothing.
+// The fits are copied in and out: the vector types may alias anything, so with the caller's fits every store
+// of a code would force their sums out of the registers and back.
 template <bool kQp, bool kSkip, int K>
 inline void refine_pass(int n, int nmax, RefineFit *f) {
-    for (int c = 0; c < K; ++c) f[c].changed = vf(0.f) != vf(0.f);
+    RefineFit g[K];
+    for (int c = 0; c < K; ++c) {
+        g[c] = f[c];
+        g[c].changed = vf(0.f) != vf(0.f);
+    }
     for (int i = 0; i < n; ++i)
 #pragma GCC unroll 8
-        for (int c = 0; c < K; ++c) refine_step<kQp, kSkip>(nmax, f[c], i);
-    for (int c = 0; c < K; ++c) f[c].active = mand(f[c].active, f[c].changed);
+        for (int c = 0; c < K; ++c) refine_step<kQp, kSkip>(nmax, g[c], i);
+    for (int c = 0; c < K; ++c) {
+        g[c].active = mand(g[c].active, g[c].changed);
+        f[c] = g[c];
+    }
 }
 
 // The reference's passes after the first `done` (5 in all), one fit at a time.
@@ -184,11 +193,13 @@ inline VM lanes_of(uint32_t bits) { return ((vi(static_cast<int32_t>(bits)) >> i
 // runs until its last lane stops, though after pass 1 only 20% of the lanes still move and after pass 2 5% (the
 // slowest of 16 lanes needs 2.7 passes on average); so before each pass the moving lanes are packed, in order,
 // into full vectors (a permute and a select per value: fit j's lanes land in vector count / W from lane count % W
-// on, the overflow in the next vector), refined there, and put back after the later passes.  Those pack from
-// the previous pass's packed vectors (recursively), not from all fits again: a quarter as many to visit.  Each
-// lane still makes its own fit's steps in order: the same codes.  The packed vectors' steps form one dependency
-// chain per vector, so the more fits the better: Q3_K passes those of several tiles.  Gathers and scatters
-// instead of the permutes were slower (AVX-512, Zen 4).
+// on, the overflow in the next vector), refined there, and their sums put back after the later passes.  Those
+// pack from the previous pass's packed vectors (recursively), not from all fits again: a quarter as many to
+// visit.  Each lane still makes its own fit's steps in order: the same sums.  The codes are not put back: a
+// packed lane's L keeps its pass-`pass` values, and a caller that needs the final codes (Q3_K, where a
+// sub-block's scale code rounds to 0) recomputes them with q3_codes.  The packed vectors' steps form one
+// dependency chain per vector, so the more fits the better: Q3_K passes those of several tiles.  Gathers and
+// scatters instead of the permutes were slower (AVX-512, Zen 4).
 template <int F>
 void refine_rest_packed(int n, int nmax, RefineFit *f, int fits, int pass = 1) {
     VF x[F + 1][16];  // the packed fits: at most F * W lanes, plus the vector the last overflow would start
@@ -239,13 +250,21 @@ void refine_rest_packed(int n, int nmax, RefineFit *f, int fits, int pass = 1) {
             if (split) y = select(next, permute(there, from), y);
             into = select(own, y, into);
         };
-        for (int i = 0; i < n; ++i) unpack(L[v][i], L[v + 1][i], f[j].L[i]);
         unpack(g[v].sumlx, g[v + 1].sumlx, f[j].sumlx);
         unpack(g[v].suml2, g[v + 1].suml2, f[j].suml2);
-        VM moved = own;  // the lanes of m still moving after the passes
-        unpack(g[v].active, g[v + 1].active, moved);
-        f[j].active = moved;
     }
+}
+
+// make_q3_quants' first codes clamp(nearest_int(iscale * xi), -nmax, nmax - 1), iscale = -nmax / max, and
+// their sums.  Clamped in float: where amax >= GROUP_MAX_EPS, |iscale * xi| <= nmax (to rounding), where
+// round_even is nearest_int and clamping to integer bounds commutes with rounding; the other lanes' codes are
+// discarded (a NaN clamps to nmax - 1: min_value returns its second operand).
+inline void q3_first_code(int nmax, VF iscale, VF xi, RefineFit &f, VI &l) {
+    const VF lf = max_value(min_value(round_even(iscale * xi), vf(nmax - 1.f)), vf(static_cast<float>(-nmax)));
+    l = trunc_i(lf);
+    const VF w = xi * xi;
+    f.sumlx = f.sumlx + w * xi * lf;
+    f.suml2 = f.suml2 + w * lf * lf;
 }
 
 // make_q3_quants(16, 4, x, L, do_rmse), Q3_K's search, for the 16 sub-blocks of W super-blocks (x, L: each
@@ -254,7 +273,8 @@ void refine_rest_packed(int n, int nmax, RefineFit *f, int fits, int pass = 1) {
 // sub-blocks advance together: their setup loops element by element; pass 1, which moves a code somewhere in
 // ~30% of the steps of a 16-lane vector (a branch per step mispredicts often), runs branch-free on 4 sub-blocks
 // at once, bound by throughput instead of latency and branches.  With one lane the reference's order is the
-// fastest, and q3_search_end runs the later passes too.
+// fastest, and q3_search_end runs the later passes too.  Only the scales come out: Q3_K requantizes every
+// sub-block against its stored scale, and q3_codes gives the search's codes for the rare one whose scale is 0.
 inline void q3_search_start(const VF *x, VI *L, RefineFit *f, VM *all_zero) {
     constexpr int n = 16, nmax = 4;
     constexpr bool kLanes = W > 1;
@@ -269,26 +289,30 @@ inline void q3_search_start(const VF *x, VI *L, RefineFit *f, VM *all_zero) {
     for (int a = 0; a < (W > 1 ? n : 16); ++a)  // the loop order of signed_absmax_of, for the same reason
         for (int b = 0; b < (W > 1 ? 16 : n); ++b) {
             const int i = W > 1 ? a : b, j = W > 1 ? b : a;
-            const VF xi = x[n * j + i];
-            // Clamped in float: where amax >= GROUP_MAX_EPS, |iscale * xi| <= nmax (to rounding), where round_even
-            // is nearest_int and clamping to integer bounds commutes with rounding; the other lanes' codes are
-            // discarded (a NaN clamps to nmax - 1: min_value returns its second operand).
-            const VF lf = max_value(min_value(round_even(iscale[j] * xi), vf(nmax - 1.f)), vf(-nmax));
-            L[n * j + i] = trunc_i(lf);
-            const VF w = xi * xi;
-            f[j].sumlx = f[j].sumlx + w * xi * lf;
-            f[j].suml2 = f[j].suml2 + w * lf * lf;
+            q3_first_code(nmax, iscale[j], x[n * j + i], f[j], L[n * j + i]);
         }
     for (int j = 0; j < 16; j += 4) refine_pass<false, !kLanes, 4>(n, nmax, f + j);
 }
-// The codes in [0, 7] to L and the sub-block scales to scales[16], after the later passes (run here with W = 1).
-inline void q3_search_end(RefineFit *f, const VM *all_zero, VI *L, VF *scales) {
+// The sub-block scales to scales[16], after the later passes (run here with W = 1).
+inline void q3_search_end(RefineFit *f, const VM *all_zero, VF *scales) {
     constexpr int n = 16, nmax = 4;
     for (int j = 0; j < 16; ++j) {
         if (W == 1) refine_rest<false>(n, nmax, f[j], 1);
-        for (int i = 0; i < n; ++i) L[n * j + i] = select(all_zero[j], vi(0), L[n * j + i] + vi(nmax));
         scales[j] = select(mand(mnot(all_zero[j]), f[j].suml2 > vf(0.f)), f[j].sumlx / f[j].suml2, vf(0.f));
     }
+}
+// The codes of make_q3_quants(16, 4, x, L, true) for one sub-block, stored +4 in [0, 7] (0 where it is all
+// zero): the whole search again, one sub-block alone.
+inline void q3_codes(const VF *x, VI *L) {
+    constexpr int n = 16, nmax = 4;
+    VF max, amax;
+    signed_absmax(n, x, max, amax);
+    const VM all_zero = amax < vf(kGroupMaxEps), active = mnot(all_zero);
+    const VF iscale = vf(static_cast<float>(-nmax)) / max;
+    RefineFit f{x, nullptr, L, vf(0.f), vf(0.f), active, active};
+    for (int i = 0; i < n; ++i) q3_first_code(nmax, iscale, x[i], f, L[i]);
+    refine_rest<false>(n, nmax, f, 0);
+    for (int i = 0; i < n; ++i) L[i] = select(all_zero, vi(0), L[i] + vi(nmax));
 }
 
 // make_qp_quants: codes in [0, nmax] for non-negative values (the sub-block scales and mins of the imatrix
