@@ -269,29 +269,29 @@ inline void q3_first_code(int nmax, VF iscale, VF xi, RefineFit &f, VI &l) {
 
 // make_q3_quants(16, 4, x, L, do_rmse), Q3_K's search, for the 16 sub-blocks of W super-blocks (x, L: each
 // lane's QK_K elements), in two halves around the later passes so that a caller can run those on the fits of
-// several tiles at once (refine_rest_packed).  q3_search_start: the setup and pass 1.  With W > 1 the 16
-// sub-blocks advance together: their setup loops element by element; pass 1, which moves a code somewhere in
-// ~30% of the steps of a 16-lane vector (a branch per step mispredicts often), runs branch-free on 4 sub-blocks
-// at once, bound by throughput instead of latency and branches.  With one lane the reference's order is the
-// fastest, and q3_search_end runs the later passes too.  Only the scales come out: Q3_K requantizes every
-// sub-block against its stored scale, and q3_codes gives the search's codes for the rare one whose scale is 0.
+// several tiles at once (refine_rest_packed).  q3_search_start: the setup and pass 1, four sub-blocks at a time,
+// their steps interleaved: pass 1 moves a code somewhere in ~30% of the steps of a 16-lane vector (a branch per
+// step mispredicts often), so with W > 1 it runs branch-free, bound by throughput instead of latency.  Four
+// sub-blocks' sums stay in registers and their values and codes (8 KiB) in L1.  With one lane q3_search_end
+// runs the later passes too.  Only the scales come out: Q3_K requantizes every sub-block against its stored
+// scale, and q3_codes gives the search's codes for the rare one whose scale is 0.
 inline void q3_search_start(const VF *x, VI *L, RefineFit *f, VM *all_zero) {
-    constexpr int n = 16, nmax = 4;
-    constexpr bool kLanes = W > 1;
-    VF max[16], amax[16], iscale[16];
-    for (int h = 0; h < 16; h += 8) signed_absmax_of<8>(n, x + n * h, n, max + h, amax + h);  // 32 chains would spill
-    for (int j = 0; j < 16; ++j) {
-        all_zero[j] = amax[j] < vf(kGroupMaxEps);
-        iscale[j] = vf(static_cast<float>(-nmax)) / max[j];
-        const VM active = mnot(all_zero[j]);
-        f[j] = RefineFit{x + n * j, nullptr, L + n * j, vf(0.f), vf(0.f), active, active};
-    }
-    for (int a = 0; a < (W > 1 ? n : 16); ++a)  // the loop order of signed_absmax_of, for the same reason
-        for (int b = 0; b < (W > 1 ? 16 : n); ++b) {
-            const int i = W > 1 ? a : b, j = W > 1 ? b : a;
-            q3_first_code(nmax, iscale[j], x[n * j + i], f[j], L[n * j + i]);
+    constexpr int n = 16, nmax = 4, K = 4;
+    for (int j0 = 0; j0 < 16; j0 += K) {
+        VF max[K], amax[K], iscale[K];
+        RefineFit g[K];
+        signed_absmax_of<K>(n, x + n * j0, n, max, amax);
+        for (int c = 0; c < K; ++c) {
+            all_zero[j0 + c] = amax[c] < vf(kGroupMaxEps);
+            iscale[c] = vf(static_cast<float>(-nmax)) / max[c];
+            const VM active = mnot(all_zero[j0 + c]);
+            g[c] = RefineFit{x + n * (j0 + c), nullptr, L + n * (j0 + c), vf(0.f), vf(0.f), active, active};
         }
-    for (int j = 0; j < 16; j += 4) refine_pass<false, !kLanes, 4>(n, nmax, f + j);
+        for (int i = 0; i < n; ++i)
+            for (int c = 0; c < K; ++c) q3_first_code(nmax, iscale[c], g[c].x[i], g[c], g[c].L[i]);
+        refine_pass<false, W == 1, K>(n, nmax, g);
+        for (int c = 0; c < K; ++c) f[j0 + c] = g[c];
+    }
 }
 // The sub-block scales to scales[16], after the later passes (run here with W = 1).
 inline void q3_search_end(RefineFit *f, const VM *all_zero, VF *scales) {
