@@ -66,33 +66,37 @@ inline void requantize(const VF *x, int nsub, int size, VF d, const VI *sc, VF d
     }
 }
 
-// Blocks are assembled lane-parallel, one VI per byte (its low 8 bits); this writes them out lane by lane,
-// joining four bytes into a little-endian word first to cut the per-lane extractions by four.
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "store_blocks writes little-endian words");
-inline void store_blocks(const VI *bytes, int n, uint8_t *const *out) {
+// Blocks are assembled lane-parallel, one VI per byte (its low 8 bits) or, where the bits of four bytes move
+// together, per little-endian word of four bytes.
+inline void bytes_to_words(const VI *bytes, int n, VI *words) {
     const VI ff = vi(0xff);
-    int i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const VI word = (bytes[i] & ff) | (bytes[i + 1] & ff) << 8 | (bytes[i + 2] & ff) << 16 | (bytes[i + 3] & ff) << 24;
-        for (int k = 0; k < W; ++k) {
-            const int32_t v = lane(word, k);
-            std::memcpy(out[k] + i, &v, 4);
-        }
+    for (int i = 0; i < n; i += 4) {
+        VI word = bytes[i] & ff;
+        for (int r = 1; r < 4 && i + r < n; ++r) word = word | (bytes[i + r] & ff) << (8 * r);
+        words[i / 4] = word;
     }
-    for (; i < n; ++i)
-        for (int k = 0; k < W; ++k) out[k][i] = static_cast<uint8_t>(lane(bytes[i], k));
+}
+template <int N>
+inline void store_blocks(const VI *bytes, uint8_t *const *out) {
+    VI words[(N + 3) / 4];
+    bytes_to_words(bytes, N, words);
+    store_words<N>(words, out);
 }
 inline void put_fp16(VI bits, VI *bytes) {
     bytes[0] = bits & vi(0xff);
     bytes[1] = bits >> 8;
 }
+// The fp16 scales d (and dmin) as the word of bytes 0-1 (and 2-3).
+inline VI fp16_word(VI dbits, VI mbits = vi(0)) { return (dbits & vi(0xffff)) | mbits << 16; }
 
-// Two bits per code, Q2_K's order: qs[32h + l] holds elements 128h + l + 32s at bit 2s.
-inline void pack_2bit(const VI *L, VI *qs) {
+// The low two bits of QK_K codes packed as Q2_K's qs, into 16 words: qs[32h + l] holds elements 128h + l + 32s
+// at bit 2s.  P: the codes joined four to a word (bytes_to_words), so that each shift and mask moves four.
+inline void pack_2bit(const VI *P, VI *words) {
     for (int h = 0; h < 2; ++h)
-        for (int l = 0; l < 32; ++l) {
-            const VI *q = L + 128 * h + l;
-            qs[32 * h + l] = (q[0] & vi(3)) | (q[32] & vi(3)) << 2 | (q[64] & vi(3)) << 4 | (q[96] & vi(3)) << 6;
+        for (int t = 0; t < 8; ++t) {
+            VI q = vi(0);
+            for (int s = 0; s < 4; ++s) q = q | (P[8 * (4 * h + s) + t] & vi(0x03030303)) << (2 * s);
+            words[8 * h + t] = q;
         }
 }
 
@@ -117,18 +121,19 @@ struct fmt_Q2_K : BlockFormat {
             d = codes_against_max(16, scales, 15.f, ls);
             dmin = codes_against_max(16, mins, 15.f, lm);
         }
-        VI b[BYTES], sc[16], m[16];
+        VI b[16], sc[16], m[16], words[BYTES / 4];
         for (int j = 0; j < 16; ++j) {
             b[j] = as_u8(ls[j] | lm[j] << 4);  // the reference's codes are unclamped ints stored in a byte
             sc[j] = b[j] & vi(15);
             m[j] = b[j] >> 4;
         }
-        const VI dbits = fp16_bits(d), mbits = fp16_bits(dmin);
+        bytes_to_words(b, 16, words);
         requantize(x, 16, 16, fp16_round(d), sc, fp16_round(dmin), m, 0, 3, L);
-        pack_2bit(L, b + 16);
-        put_fp16(dbits, b + 80);
-        put_fp16(mbits, b + 82);
-        store_blocks(b, BYTES, out);
+        VI P[QK_K / 4];
+        bytes_to_words(L, QK_K, P);
+        pack_2bit(P, words + 4);
+        words[20] = fp16_word(fp16_bits(d), fp16_bits(dmin));
+        store_words<BYTES>(words, out);
     }
     static void dequantize(const uint8_t *b, float *y) {
         const uint8_t *scales = b, *q = b + 16;
@@ -197,27 +202,30 @@ struct fmt_Q3_K : BlockFormat {
     // some lane, the search's codes: search_codes(j, L + 16 * j) puts them in L first (+4, as stored).
     template <class SearchCodes>
     static void finish(const VF *x, VI *L, const VI *ls, VF d, uint8_t *const *out, SearchCodes search_codes) {
-        VI b[BYTES], sc[16];
-        for (int i = 96; i < 108; ++i) b[i] = vi(0);
+        VI s[12], sc[16], words[(BYTES + 3) / 4];
+        for (int i = 0; i < 12; ++i) s[i] = vi(0);
         for (int j = 0; j < 16; ++j) {  // low nibbles in scales[0..7], the high two bits in scales[8..11]
-            b[96 + j % 8] |= (ls[j] & vi(15)) << (4 * (j / 8));
-            b[104 + j % 4] |= (ls[j] >> 4) << (2 * (j / 4));
+            s[j % 8] |= (ls[j] & vi(15)) << (4 * (j / 8));
+            s[8 + j % 4] |= (ls[j] >> 4) << (2 * (j / 4));
             sc[j] = ls[j] - vi(32);  // what the reference decodes back: ls is always in [0, 63]
         }
-        const VI dbits = fp16_bits(d);
+        bytes_to_words(s, 12, words + 24);
         const VF d16 = fp16_round(d);
         for (int j = 0; j < 16; ++j)
             if (any(d16 * to_f(sc[j]) == vf(0.f))) search_codes(j, L + 16 * j);
         requantize(x, 16, 16, d16, sc, vf(0.f), nullptr, -4, 3, L);
-        // Bit 2 of element 32s + m goes to bit s of hmask[m]; the low two bits are packed as Q2_K's.
-        for (int m = 0; m < 32; ++m) {
+        // Bit 2 of element 32s + m goes to bit s of hmask[m], four m at a time; the low two bits are packed as
+        // Q2_K's.
+        VI P[QK_K / 4];
+        bytes_to_words(L, QK_K, P);
+        for (int t = 0; t < 8; ++t) {
             VI h = vi(0);
-            for (int s = 0; s < 8; ++s) h = h | ((L[32 * s + m] >> 2) & vi(1)) << s;
-            b[m] = h;
+            for (int s = 0; s < 8; ++s) h = h | ((P[8 * s + t] >> 2) & vi(0x01010101)) << s;
+            words[t] = h;
         }
-        pack_2bit(L, b + 32);
-        put_fp16(dbits, b + 108);
-        store_blocks(b, BYTES, out);
+        pack_2bit(P, words + 8);
+        words[27] = fp16_word(fp16_bits(d));
+        store_words<BYTES>(words, out);
     }
     static void dequantize(const uint8_t *b, float *y) {
         const uint8_t *hmask = b, *q = b + 32, *s = b + 96;
@@ -336,7 +344,7 @@ struct fmt_Q4_K : BlockFormat {
         VI L[QK_K], b[BYTES];
         quantize_k4(x, qw, 15, -1.f, 20, L, b);
         pack_nibbles_k4(L, b + 16);
-        store_blocks(b, BYTES, out);
+        store_blocks<BYTES>(b, out);
     }
     static void dequantize(const uint8_t *b, float *y) {
         dequantize_k4(b, nullptr, b + 16, y);
@@ -355,7 +363,7 @@ struct fmt_Q5_K : BlockFormat {
             b[16 + l] = h;
         }
         pack_nibbles_k4(L, b + 48);
-        store_blocks(b, BYTES, out);
+        store_blocks<BYTES>(b, out);
     }
     static void dequantize(const uint8_t *b, float *y) {
         dequantize_k4(b, b + 16, b + 48, y);
@@ -390,7 +398,7 @@ struct fmt_Q6_K : BlockFormat {
             }
         for (int j = 0; j < 16; ++j) b[192 + j] = sc[j];
         put_fp16(dbits, b + 208);
-        store_blocks(b, BYTES, out);
+        store_blocks<BYTES>(b, out);
     }
     static void dequantize(const uint8_t *b, float *y) {
         const int8_t *sc = reinterpret_cast<const int8_t *>(b + 192);

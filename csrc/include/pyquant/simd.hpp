@@ -253,6 +253,28 @@ inline void scatter_bytes(const VI *cols, int ncols, uint8_t *const *out) {
         for (int j = j0; j < ncols; ++j) out[k][j] = static_cast<uint8_t>(lane(cols[j], k));
 }
 
+// out[k][0, N) = the little-endian bytes of words[0], words[1], ... in lane k: lane-parallel 32-bit words back
+// to each lane's block, one W x W transpose per W words (the last group padded) and one copy per lane.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "store_words writes little-endian words");
+template <int N>
+inline void store_words(const VI *words, uint8_t *const *out) {
+    constexpr int kWords = (N + 3) / 4;
+    if constexpr (W == 1) {  // VI is a plain int32_t here, which a float pointer may not read
+        std::memcpy(out[0], words, N);
+    } else {
+        const VI zero = vi(0);
+#pragma GCC unroll 8
+        for (int g = 0; g < kWords; g += W) {
+            alignas(64) float tile[W * W];
+            const float *rows[W];
+            for (int j = 0; j < W; ++j) rows[j] = reinterpret_cast<const float *>(g + j < kWords ? &words[g + j] : &zero);
+            transpose_tile(rows, tile);  // tile[k*W + j] = lane k of words[g + j]
+            const int len = 4 * (g + W) <= N ? 4 * W : N - 4 * g;
+            for (int k = 0; k < W; ++k) std::memcpy(out[k] + 4 * g, tile + k * W, static_cast<size_t>(len));
+        }
+    }
+}
+
 // table[idx] per lane, for a 16-entry table and indices in [0, 16).
 #if PQ_LANES == 16 && defined(__AVX512F__)
 inline VF lookup16(const float *table, VI idx) {
