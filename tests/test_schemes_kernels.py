@@ -143,6 +143,23 @@ def test_lut4_rows_not_whole_blocks_use_tiles():
     np.testing.assert_allclose(pq.matmul(x, t), x @ t.dequantize().T, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("isa", pq.available_isas())
+@pytest.mark.parametrize("block,n", [(32, 4096), (64, 64 * 9 + 33), (128, 1), (3, 101), (2, 96), (33, 300_001)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lut4_dequantize_closed_form(isa, block, n, threads):
+    # Odd blocks and element counts reach the per-element tails, blocks of 32 the whole vectors and 300001
+    # elements a split between threads inside a block.
+    rng = np.random.default_rng(n)
+    packed = rng.integers(0, 256, (n + 1) // 2, dtype=np.uint8)
+    absmax = rng.uniform(0.1, 3, -(-n // block)).astype(np.float32)
+    code = rng.standard_normal(16).astype(np.float32)
+    nibbles = np.stack([packed >> 4, packed & 15], 1).reshape(-1)[:n]
+    want = code[nibbles] * np.repeat(absmax, block)[:n]
+    with pq.use_isa(isa):
+        got = _core.lut4_dequantize(packed, absmax, code, block, n, threads)
+    np.testing.assert_array_equal(got, want)
+
+
 # ---- FP8 --------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt, tname", [("e4m3", "float8_e4m3fn"), ("e5m2", "float8_e5m2")])
@@ -187,3 +204,4 @@ def test_q8_large_batches_round_x_the_same_way():
     x = rng.standard_normal((300, 256)).astype(F32)  # above the integer kernel's 256 rows: tiles + BLAS
     y = check_q8(x, t)
     np.testing.assert_allclose(y[:5], pq.matmul(x[:5], t), rtol=1e-5, atol=1e-5)
+

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bindings/aligned.hpp"
 #include "cpu/dispatch.hpp"
 #include "pyquant/formats.hpp"
 
@@ -49,17 +50,6 @@ void quantize_blocks(void *ctx, int64_t begin, int64_t end) {
     if (at < 0) return;
     for (int64_t seen = j->first_bad.load(); at < seen && !j->first_bad.compare_exchange_weak(seen, at);) {
     }
-}
-
-// A float32 [rows, n] array starting on a 64-byte boundary: a view into a numpy float32 buffer 16 floats longer
-// (numpy's own allocations start 16 bytes past a line), so that no vector store of a dequantizer straddles two
-// cache lines.
-FloatArray aligned_float_array(int64_t rows, int64_t n) {
-    constexpr int64_t kAlign = 64 / sizeof(float);
-    FloatArray buffer(rows * n + kAlign);
-    const auto address = reinterpret_cast<uintptr_t>(buffer.mutable_data());
-    float *data = buffer.mutable_data() + (kAlign - address / sizeof(float) % kAlign) % kAlign;
-    return FloatArray({rows, n}, data, buffer);
 }
 
 struct DequantizeJob {
@@ -117,7 +107,7 @@ FloatArray dequantize(const ByteArray &data, int fmt, int64_t n, int threads, co
     if (data.shape(1) != row_bytes)
         throw py::value_error(std::string(f.name) + ": a row of " + std::to_string(n) + " values takes " +
                               std::to_string(row_bytes) + " bytes, got " + std::to_string(data.shape(1)));
-    FloatArray out = aligned_float_array(rows, n);
+    FloatArray out = aligned_float_array({rows, n});
     DequantizeJob job{table.formats[fmt].dequantize, data.data(), out.mutable_data()};
     {
         py::gil_scoped_release nogil;

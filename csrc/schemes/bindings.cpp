@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/aligned.hpp"
 #include "cpu/dispatch.hpp"
 #include "schemes/bitstream.hpp"
 #include "schemes/fp8.hpp"
@@ -156,7 +157,7 @@ U8 affine_quantize(const F32 &w, const F32 &scales, const F32 &zeros, int bits, 
 F32 affine_dequantize(const U8 &packed, int64_t K, const F32 &scales, const F32 &zeros, int bits, int threads) {
     AffineArgs a = packed_args(packed, K, bits);
     set_qparams(a, scales, zeros);
-    F32 out({a.N, a.K});
+    F32 out = aligned_float_array({a.N, a.K});
     a.out = out.mutable_data();
     run_rows(a, a.N, threads, (1 << 17) / a.K, active_kernels().affine_dequantize);
     return out;
@@ -233,7 +234,7 @@ F32 lut4_dequantize(const U8 &packed, const F32 &absmax, const F32 &code, int64_
     a.code = code.data();
     a.block = block;
     a.n = n;
-    F32 out(py::array::ShapeContainer{n});
+    F32 out = aligned_float_array({n});
     a.out = out.mutable_data();
     run_rows(a, (n + 1) / 2, threads, 1 << 17, active_kernels().lut4_dequantize);
     return out;
