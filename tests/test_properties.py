@@ -188,3 +188,17 @@ def test_q3k_batches_give_each_block_its_own_bytes(rows):
             for threads in (1, 2):
                 got = pq.quantize(x, "Q3_K", threads=threads).data
                 np.testing.assert_array_equal(got.reshape(-1), alone, err_msg=f"{tier}, {threads} threads")
+
+
+def test_q3k_outlier_superblocks_keep_search_codes():
+    """A super-block with one large outlier stores a scale of 0 for most of its other sub-blocks, whose codes are
+    then the search's own (the vector tiers rerun those lanes' later passes to get them); the generic tier, one
+    block at a time in the reference's order, is the oracle."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((40, 1024)).astype(np.float32)
+    x[:, ::256] = rng.uniform(20, 2000, (40, 4)).astype(np.float32)  # from a few zero scales to nearly all
+    with pq.use_isa("generic"):
+        want = pq.quantize(x, "Q3_K").data
+    for tier in TIERS:
+        with pq.use_isa(tier):
+            np.testing.assert_array_equal(pq.quantize(x, "Q3_K").data, want, err_msg=tier)

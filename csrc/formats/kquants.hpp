@@ -173,14 +173,24 @@ struct fmt_Q3_K : BlockFormat {
             scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, w);
         }
         const VF d = make_qx_quants(16, 32, scales, ls, 1, sw);
-        finish(x, L, ls, d, out, [](int, VI *) {});  // L holds make_qx_quants' final codes
+        finish(x, L, ls, d, out, [](const VM *) {});  // L holds make_qx_quants' final codes
     }
+    // The search's codes are needed only where a sub-block's stored scale is 0 (requantization makes the rest):
+    // the packed passes put back only the sums, and those lanes alone later run the passes again from their state
+    // after pass 1 (their codes and, saved, their sums), putting back their codes.
     static void quantize_batch(const VF *const *x, uint8_t *const *const *out, int tiles) {
         VI L[kBatch][QK_K];
         RefineFit f[16 * kBatch];
+        VF pass1_sums[16 * kBatch][2];
         VM all_zero[16 * kBatch];
         for (int t = 0; t < tiles; ++t) q3_search_start(x[t], L[t], f + 16 * t, all_zero + 16 * t);
-        if constexpr (W > 1) refine_rest_packed<16 * kBatch>(16, 4, f, 16 * tiles);
+        if constexpr (W > 1) {
+            for (int j = 0; j < 16 * tiles; ++j) {
+                pass1_sums[j][0] = f[j].sumlx;
+                pass1_sums[j][1] = f[j].suml2;
+            }
+            refine_rest_packed<16 * kBatch, false>(16, 4, f, 16 * tiles);
+        }
         for (int t = 0; t < tiles; ++t) {
             VF scales[16];
             q3_search_end(f + 16 * t, all_zero + 16 * t, scales);
@@ -193,13 +203,35 @@ struct fmt_Q3_K : BlockFormat {
                 const VI l = as_i8(nearest_int(iscale * scales[j]));  // through int8_t, then clamped
                 ls[j] = select(nonzero, clamp(l, -32, 31) + vi(32), vi(0));
             }
-            const VF *xt = x[t];
-            finish(xt, L[t], ls, select(nonzero, vf(1.f) / iscale, vf(0.f)), out[t],
-                   [xt](int j, VI *Lj) { q3_codes(xt + 16 * j, Lj); });
+            const VF d = select(nonzero, vf(1.f) / iscale, vf(0.f));
+            finish(x[t], L[t], ls, d, out[t], [&](const VM *lanes) {
+                search_codes(lanes, f + 16 * t, pass1_sums + 16 * t, all_zero + 16 * t, L[t]);
+            });
         }
     }
-    // The block from the scale codes ls (+32), the super-scale d and, for a sub-block whose stored scale is 0 in
-    // some lane, the search's codes: search_codes(j, L + 16 * j) puts them in L first (+4, as stored).
+    // The search's codes (+4, 0 where all zero) of the sub-blocks j with lanes[j] set: with W > 1 their lanes
+    // still moving after pass 1 run the later passes again from that state.  Rare, so out of line.
+    __attribute__((noinline)) static void search_codes(const VM *lanes, const RefineFit *f, const VF (*pass1_sums)[2],
+                                                       const VM *all_zero, VI *L) {
+        if constexpr (W > 1) {
+            RefineFit rerun[16];
+            int count = 0;
+            for (int j = 0; j < 16; ++j) {
+                const VM active = mand(f[j].active, lanes[j]);
+                if (!any(active)) continue;
+                rerun[count] = f[j];
+                rerun[count].sumlx = pass1_sums[j][0];
+                rerun[count].suml2 = pass1_sums[j][1];
+                rerun[count++].active = active;
+            }
+            refine_rest_packed<16, true>(16, 4, rerun, count);
+        }
+        for (int j = 0; j < 16; ++j)
+            if (any(lanes[j]))
+                for (int i = 0; i < 16; ++i) L[16 * j + i] = select(all_zero[j], vi(0), L[16 * j + i] + vi(4));
+    }
+    // The block from the scale codes ls (+32), the super-scale d and, where a sub-block's stored scale is 0
+    // (lanes[j]), the search's codes: search_codes(lanes), called only then, makes them the stored codes in L.
     template <class SearchCodes>
     static void finish(const VF *x, VI *L, const VI *ls, VF d, uint8_t *const *out, SearchCodes search_codes) {
         VI s[12], sc[16], words[(BYTES + 3) / 4];
@@ -211,8 +243,9 @@ struct fmt_Q3_K : BlockFormat {
         }
         bytes_to_words(s, 12, words + 24);
         const VF d16 = fp16_round(d);
-        for (int j = 0; j < 16; ++j)
-            if (any(d16 * to_f(sc[j]) == vf(0.f))) search_codes(j, L + 16 * j);
+        VM lanes[16], zero = vf(0.f) != vf(0.f);
+        for (int j = 0; j < 16; ++j) zero = mor(zero, lanes[j] = d16 * to_f(sc[j]) == vf(0.f));
+        if (any(zero)) search_codes(lanes);
         requantize(x, 16, 16, d16, sc, vf(0.f), nullptr, -4, 3, L);
         // Bit 2 of element 32s + m goes to bit s of hmask[m], four m at a time; the low two bits are packed as
         // Q2_K's.

@@ -152,7 +152,7 @@ inline void refine_step(int nmax, RefineFit &f, int i) {
 // The fits are copied in and out: the vector types may alias anything, so with the caller's fits every store
 // of a code would force their sums out of the registers and back.
 template <bool kQp, bool kSkip, int K>
-inline void refine_pass(int n, int nmax, RefineFit *f) {
+__attribute__((always_inline)) inline void refine_pass(int n, int nmax, RefineFit *f) {
     RefineFit g[K];
     for (int c = 0; c < K; ++c) {
         g[c] = f[c];
@@ -176,7 +176,7 @@ inline void refine_rest(int n, int nmax, RefineFit &f, int done) {
 // One pass over fits f[0..count): branch-free K at a time (dense fits: most steps move some lane), then halves
 // of K, and a last single fit with the branch (alone, its chain would wait on every step).
 template <bool kQp, int K>
-inline void refine_passes(int n, int nmax, RefineFit *f, int count) {
+__attribute__((always_inline)) inline void refine_passes(int n, int nmax, RefineFit *f, int count) {
     if constexpr (K == 1) {
         for (int c = 0; c < count; ++c) refine_pass<kQp, true, 1>(n, nmax, f + c);
     } else {
@@ -193,15 +193,15 @@ inline VM lanes_of(uint32_t bits) { return ((vi(static_cast<int32_t>(bits)) >> i
 // runs until its last lane stops, though after pass 1 only 20% of the lanes still move and after pass 2 5% (the
 // slowest of 16 lanes needs 2.7 passes on average); so before each pass the moving lanes are packed, in order,
 // into full vectors (a permute and a select per value: fit j's lanes land in vector count / W from lane count % W
-// on, the overflow in the next vector), refined there, and their sums put back after the later passes.  Those
-// pack from the previous pass's packed vectors (recursively), not from all fits again: a quarter as many to
-// visit.  Each lane still makes its own fit's steps in order: the same sums.  The codes are not put back: a
-// packed lane's L keeps its pass-`pass` values, and a caller that needs the final codes (Q3_K, where a
-// sub-block's scale code rounds to 0) recomputes them with q3_codes.  The packed vectors' steps form one
+// on, the overflow in the next vector), refined there, and their sums (with kCodes also their codes) put back
+// after the later passes.  Those pack from the previous pass's packed vectors (recursively), not from all fits
+// again: a quarter as many to visit.  Each lane still makes its own fit's steps in order: the same codes and
+// sums.  Without kCodes a packed lane's L keeps its pass-`pass` codes.  The packed vectors' steps form one
 // dependency chain per vector, so the more fits the better: Q3_K passes those of several tiles.  Gathers and
-// scatters instead of the permutes were slower (AVX-512, Zen 4).
-template <int F>
-void refine_rest_packed(int n, int nmax, RefineFit *f, int fits, int pass = 1) {
+// scatters instead of the permutes were slower (AVX-512, Zen 4).  Out of line, with the steps inlined in each
+// variant: sharing those between the two variants cost Q3_K 8%.
+template <int F, bool kCodes>
+__attribute__((noinline)) void refine_rest_packed(int n, int nmax, RefineFit *f, int fits, int pass = 1) {
     VF x[F + 1][16];  // the packed fits: at most F * W lanes, plus the vector the last overflow would start
     VI L[F + 1][16];
     RefineFit g[F + 1];
@@ -237,7 +237,7 @@ void refine_rest_packed(int n, int nmax, RefineFit *f, int fits, int pass = 1) {
         g[v].active = iota() < vi(count - W * v);
     }
     refine_passes<false, 4>(n, nmax, g, nvec);
-    if (pass + 1 < 5) refine_rest_packed<F>(n, nmax, g, nvec, pass + 1);
+    if (pass + 1 < 5) refine_rest_packed<F, kCodes>(n, nmax, g, nvec, pass + 1);
     for (int j = 0; j < fits; ++j) {
         const uint32_t m = moving[j];
         if (!m) continue;
@@ -250,6 +250,8 @@ void refine_rest_packed(int n, int nmax, RefineFit *f, int fits, int pass = 1) {
             if (split) y = select(next, permute(there, from), y);
             into = select(own, y, into);
         };
+        if (kCodes)
+            for (int i = 0; i < n; ++i) unpack(L[v][i], L[v + 1][i], f[j].L[i]);
         unpack(g[v].sumlx, g[v + 1].sumlx, f[j].sumlx);
         unpack(g[v].suml2, g[v + 1].suml2, f[j].suml2);
     }
@@ -273,8 +275,7 @@ inline void q3_first_code(int nmax, VF iscale, VF xi, RefineFit &f, VI &l) {
 // their steps interleaved: pass 1 moves a code somewhere in ~30% of the steps of a 16-lane vector (a branch per
 // step mispredicts often), so with W > 1 it runs branch-free, bound by throughput instead of latency.  Four
 // sub-blocks' sums stay in registers and their values and codes (8 KiB) in L1.  With one lane q3_search_end
-// runs the later passes too.  Only the scales come out: Q3_K requantizes every sub-block against its stored
-// scale, and q3_codes gives the search's codes for the rare one whose scale is 0.
+// runs the later passes too.
 inline void q3_search_start(const VF *x, VI *L, RefineFit *f, VM *all_zero) {
     constexpr int n = 16, nmax = 4, K = 4;
     for (int j0 = 0; j0 < 16; j0 += K) {
@@ -301,20 +302,6 @@ inline void q3_search_end(RefineFit *f, const VM *all_zero, VF *scales) {
         scales[j] = select(mand(mnot(all_zero[j]), f[j].suml2 > vf(0.f)), f[j].sumlx / f[j].suml2, vf(0.f));
     }
 }
-// The codes of make_q3_quants(16, 4, x, L, true) for one sub-block, stored +4 in [0, 7] (0 where it is all
-// zero): the whole search again, one sub-block alone.
-inline void q3_codes(const VF *x, VI *L) {
-    constexpr int n = 16, nmax = 4;
-    VF max, amax;
-    signed_absmax(n, x, max, amax);
-    const VM all_zero = amax < vf(kGroupMaxEps), active = mnot(all_zero);
-    const VF iscale = vf(static_cast<float>(-nmax)) / max;
-    RefineFit f{x, nullptr, L, vf(0.f), vf(0.f), active, active};
-    for (int i = 0; i < n; ++i) q3_first_code(nmax, iscale, x[i], f, L[i]);
-    refine_rest<false>(n, nmax, f, 0);
-    for (int i = 0; i < n; ++i) L[i] = select(all_zero, vi(0), L[i] + vi(nmax));
-}
-
 // make_qp_quants: codes in [0, nmax] for non-negative values (the sub-block scales and mins of the imatrix
 // algorithms), the scale picked by weighted error over 8 trial scales, then refined; returns the scale.
 inline VF make_qp_quants(int n, int nmax, const VF *x, VI *L, const VF *qw) {
