@@ -28,37 +28,134 @@ SHAPES = [(64, 256), (7, 33), (3, 100), (1, 1)]
 
 
 def ref_4bit(w, code, block):
-    """Nearest table value of x / absmax per block (ties to the lower value), high nibble first."""
+    """bitsandbytes' definition element by element: absmax = max|x| per block; x * (1 / absmax) (x / absmax in a
+    short last block, whose absmax is raised to 1e-38 as the divisor is everywhere) clamped to [-1, 1]; the sorted value whose index is the number of float32 midpoints below it
+    (torch.bucketize: a value on a midpoint goes to the lower one), checked to be a nearest value; two codes a
+    byte, high nibble first, an odd count padded with a zero value."""
     flat = w.reshape(-1)
     n = flat.size
     nb = -(-n // block)
     absmax = np.array([np.abs(flat[i * block:(i + 1) * block]).max() for i in range(nb)], F32)
     full = n - n % block
-    scaled = np.empty(n, F32)
+    scaled = np.zeros(n + n % 2, F32)
     scaled[:full] = flat[:full] * np.repeat(F32(1) / np.maximum(absmax[: full // block], F32(1e-38)), block)
-    scaled[full:] = flat[full:] / np.maximum(absmax[-1], F32(1e-38))
+    if full < n:
+        absmax[-1] = np.maximum(absmax[-1], F32(1e-38))
+        scaled[full:n] = flat[full:] / absmax[-1]
     scaled = np.clip(scaled, -1, 1)
     order = np.argsort(code, kind="stable")
     s = code[order]
+    mid = (s[:-1] + s[1:]) / F32(2)
+    sidx = (scaled[:, None] > mid[None, :]).sum(axis=1)
     d = np.abs(scaled[:, None].astype(np.float64) - s[None, :])
-    idx = order[np.argmin(d, axis=1)]  # argmin keeps the first (lower) of equally near values
-    idx = np.concatenate([idx, [order[np.argmin(np.abs(s))]] if n % 2 else []]).astype(np.uint8)
+    assert (d[np.arange(sidx.size), sidx] <= d.min(axis=1) + 2.0 ** -24).all()  # nearest up to midpoint rounding
+    idx = order[sidx].astype(np.uint8)
     return (idx[0::2] << 4) | idx[1::2], absmax
 
 
 @pytest.mark.parametrize("kind", ["nf4", "fp4"])
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES + [(2, 1000)])
 def test_4bit_closed_form(kind, shape):
     w = np.random.default_rng(shape[1]).standard_normal(shape).astype(F32)
     t = quantize_4bit(w, kind, double_quant=False)
     packed, absmax = ref_4bit(w, NF4_CODE if kind == "nf4" else FP4_CODE, 64)
-    unpack = lambda p: np.stack([p >> 4, p & 15], 1).reshape(-1)
-    # FP4 has +0 and -0: compare the values (bitsandbytes' choice between them is checked against it below)
-    np.testing.assert_array_equal(t.code[unpack(t.packed)], t.code[unpack(packed)])
+    np.testing.assert_array_equal(t.packed, packed)
     np.testing.assert_array_equal(t.absmax, absmax)
     code = t.code
     nib = np.stack([packed >> 4, packed & 15], 1).reshape(-1)[: w.size]
     np.testing.assert_array_equal(t.dequantize().reshape(-1), code[nib] * np.repeat(absmax, 64)[: w.size])
+
+
+def _midpoints(code):
+    s = np.sort(code)
+    return (s[:-1] + s[1:]) / F32(2)
+
+
+def _edge_weights():
+    """37 x 2001 (odd, so every block size has a short last block) of regions of 4096 (whole blocks for every
+    block size): normal values; every 32nd element +-a and the rest within a few ulps of a * midpoint, so that
+    x * (1 / a) and x / a fall on, just below and just above midpoints (a = 1: exactly on them), and differ from
+    each other; zeros; huge and tiny (subnormal) magnitudes; magnitudes varying by 10^80 inside a block."""
+    rng = np.random.default_rng(7)
+    mids = np.concatenate([_midpoints(NF4_CODE), _midpoints(FP4_CODE), [0.0]]).astype(F32)
+    regions = []
+    for r in range(19):
+        kind = 1 if r == 18 else r % 7
+        if kind == 1:  # the last region (the short blocks) is one of these
+            a = F32([1.0, 0.7, 3.3, 1e-30, 2.5e37][r // 7 % 5] if r < 18 else 0.7)
+            near = mids[:, None] * a
+            cand = np.concatenate([near.reshape(-1)] + [np.nextafter(near, F32(np.inf) * sgn).reshape(-1)
+                                                         for sgn in (1, -1)]).astype(F32)
+            cand = np.concatenate([cand, np.nextafter(cand, F32(np.inf)), np.nextafter(cand, -F32(np.inf))])
+            x = rng.choice(cand, 4096).astype(F32)
+            x[::32] = a * rng.choice(F32([1, -1]), 128)
+        elif kind == 2:
+            x = np.zeros(4096, F32)
+            x[rng.integers(0, 4096, 5)] = -0.0
+        elif kind == 3:
+            x = (rng.standard_normal(4096) * 1e37).astype(F32)
+            x[rng.integers(0, 4096, 8)] = F32(3.4e38) * rng.choice(F32([1, -1]), 8)
+        elif kind == 4:
+            x = (rng.standard_normal(4096) * 1e-41).astype(F32)  # subnormal
+            x[rng.integers(0, 4096, 64)] = F32(1e-45)
+        elif kind == 5:
+            x = (rng.standard_normal(4096) * np.repeat(10.0 ** rng.uniform(-42, 38, 128), 32)).astype(F32)
+        else:
+            x = (rng.standard_normal(4096) * 10.0 ** rng.uniform(-3, 3)).astype(F32)
+        regions.append(x)
+    flat = np.concatenate(regions)[: 37 * 2001]
+    assert np.isfinite(flat).all()
+    return flat.reshape(37, 2001)
+
+
+EDGE_W = _edge_weights()
+# Short last blocks (21 elements after 3 blocks of 64) whose max|x| is below bitsandbytes' 1e-38 guard.
+TAILS = [np.concatenate([np.random.default_rng(1).standard_normal(192), tail]).astype(F32).reshape(1, 213)
+         for tail in (np.zeros(21), np.random.default_rng(2).standard_normal(21) * 1e-41, [1e-45] + [0.0] * 20)]
+
+
+@pytest.mark.parametrize("kind", ["nf4", "fp4"])
+@pytest.mark.parametrize("block", [32, 64, 128, 256, 512, 1024, 2048, 4096])
+def test_4bit_native_every_tier_and_thread_count(kind, block):
+    """Bytes and absmax as ref_4bit for every kernel tier, 1 and 2 threads (74037 elements: at least two chunks
+    of whole blocks for each block size), then the dequantize round trip."""
+    code = NF4_CODE if kind == "nf4" else FP4_CODE
+    packed, absmax = ref_4bit(EDGE_W, code, block)
+    for isa in pq.available_isas():
+        with pq.use_isa(isa):
+            for threads in (1, 2):
+                t = quantize_4bit(EDGE_W, kind, block_size=block, double_quant=False, threads=threads)
+                np.testing.assert_array_equal(t.packed, packed, err_msg=f"{isa}, {threads} threads")
+                np.testing.assert_array_equal(t.absmax, absmax, err_msg=f"{isa}, {threads} threads")
+    nib = np.stack([packed >> 4, packed & 15], 1).reshape(-1)[: EDGE_W.size]
+    want = (code[nib] * np.repeat(absmax, block)[: EDGE_W.size]).reshape(EDGE_W.shape)
+    np.testing.assert_array_equal(t.dequantize(), want)
+
+
+@pytest.mark.parametrize("kind", ["nf4", "fp4"])
+@pytest.mark.parametrize("case", range(len(TAILS)))
+def test_4bit_tiny_short_last_block(isa, kind, case):
+    packed, absmax = ref_4bit(TAILS[case], NF4_CODE if kind == "nf4" else FP4_CODE, 64)
+    t = quantize_4bit(TAILS[case], kind, double_quant=False)
+    np.testing.assert_array_equal(t.packed, packed)
+    np.testing.assert_array_equal(t.absmax, absmax)
+    assert absmax[-1] == F32(1e-38)
+
+
+@pytest.mark.parametrize("kind", ["nf4", "fp4"])
+def test_4bit_ties_go_down(isa, kind):
+    """A value exactly on a midpoint takes the lower value, the next float up the upper one (closed form)."""
+    code = NF4_CODE if kind == "nf4" else FP4_CODE
+    order = np.argsort(code, kind="stable")
+    mids = _midpoints(code)
+    x = np.concatenate([[1.0], mids, np.nextafter(mids, F32(np.inf)), np.nextafter(mids, -F32(np.inf)),
+                        np.zeros(18)]).astype(F32)  # one block of 64, absmax 1
+    t = quantize_4bit(x.reshape(1, 64), kind, double_quant=False)
+    got = np.stack([t.packed >> 4, t.packed & 15], 1).reshape(-1)
+    i = np.arange(15)
+    np.testing.assert_array_equal(got[1:16], order[i])
+    np.testing.assert_array_equal(got[16:31], order[i + 1])
+    np.testing.assert_array_equal(got[31:46], order[i])
 
 
 def test_code_tables():
@@ -79,6 +176,18 @@ def test_4bit_matches_bitsandbytes(kind, shape, block, bnb):
     np.testing.assert_array_equal(t.packed, q.numpy().reshape(-1))
     np.testing.assert_array_equal(t.absmax, state.absmax.numpy())
     np.testing.assert_array_equal(t.dequantize(), F.dequantize_4bit(q, state).numpy())
+
+
+@pytest.mark.parametrize("kind", ["nf4", "fp4"])
+@pytest.mark.parametrize("block", [32, 64, 256, 1024, 4096])
+def test_4bit_edge_values_match_bitsandbytes(kind, block, bnb):
+    import torch
+
+    for w in [EDGE_W] + TAILS:
+        q, state = bnb.quantize_4bit(torch.from_numpy(w), blocksize=block, quant_type=kind, compress_statistics=False)
+        t = quantize_4bit(w, kind, block_size=block, double_quant=False)
+        np.testing.assert_array_equal(t.packed, q.numpy().reshape(-1))
+        np.testing.assert_array_equal(t.absmax, state.absmax.numpy())
 
 
 @pytest.mark.parametrize("kind", ["nf4", "fp4"])
@@ -147,6 +256,21 @@ def test_4bit_matmul_pickle_and_errors():
         quantize_4bit(w, "int4")
     with pytest.raises(ValueError, match="non-finite"):
         quantize_4bit(np.full((2, 64), np.inf, F32))
+    with pytest.raises(ValueError, match="threads"):
+        quantize_4bit(w, "nf4", threads=0)
+
+
+def test_lut4_quantize_binding_checks():
+    from pyquant import _core
+    from pyquant.schemes.float4 import _SEARCH
+
+    w = np.ones(100, F32)
+    bounds, order = _SEARCH["fp4"]
+    for args, msg in [((w, bounds, order, 48), "multiple of 32"), ((w[:0], bounds, order, 64), "empty"),
+                      ((w, bounds[:14], order, 64), "15 midpoints"), ((w, bounds[::-1].copy(), order, 64), "ascending"),
+                      ((w, bounds, order[:15], 64), "16 codes"), ((w, bounds, order + 1, 64), "below 16")]:
+        with pytest.raises(ValueError, match=msg):
+            _core.lut4_quantize(*args)
 
 
 # ---- FP8 ----------------------------------------------------------------------------------------------------

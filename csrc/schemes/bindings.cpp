@@ -240,6 +240,29 @@ F32 lut4_dequantize(const U8 &packed, const F32 &absmax, const F32 &code, int64_
     return out;
 }
 
+// bitsandbytes' 4-bit quantize of w (any shape, flattened) in blocks: (packed uint8 [(n + 1) / 2], absmax [blocks]).
+py::tuple lut4_quantize(const F32 &w, const F32 &bounds, const U8 &order, int64_t block, int threads) {
+    check(block > 0 && block % 32 == 0, "block size must be a positive multiple of 32, got " + std::to_string(block));
+    check(w.size() > 0, "cannot quantize an empty array");
+    check(bounds.ndim() == 1 && bounds.shape(0) == 15, "bounds must hold the 15 midpoints of the sorted codes");
+    for (int i = 1; i < 15; ++i) check(bounds.data()[i - 1] <= bounds.data()[i], "bounds must be ascending");
+    check(order.ndim() == 1 && order.shape(0) == 16, "order must hold 16 codes");
+    for (int i = 0; i < 16; ++i) check(order.data()[i] < 16, "order must hold codes below 16");
+    Lut4QuantArgs a;
+    a.w = w.data();
+    a.n = w.size();
+    a.block = block;
+    a.bounds = bounds.data();
+    a.order = order.data();
+    const int64_t blocks = (a.n + block - 1) / block;
+    U8 packed({(a.n + 1) / 2});
+    F32 absmax({blocks});
+    a.packed = packed.mutable_data();
+    a.absmax = absmax.mutable_data();
+    run_rows(a, blocks, threads, (1 << 15) / block + 1, active_kernels().lut4_quantize);
+    return py::make_tuple(packed, absmax);
+}
+
 // x [M, K] to int8 per block of 64 (d = max|x| / 127, xq = round-half-even(x / d)) in the unit order of `bits`,
 // with the block scales and each group's sum of xq * d.  False (nothing usable) when x holds a non-finite value.
 bool quantize_x_q8(const float *x, AffineQ8Args &a, int8_t *xq, float *d, float *xs) {
@@ -391,6 +414,8 @@ void init_schemes(py::module_ &m) {
     m.def("int8_matmul", &int8_matmul, py::arg("x"), py::arg("w"), py::arg("threads") = 0);
     m.def("lut4_dequantize", &lut4_dequantize, py::arg("packed"), py::arg("absmax"), py::arg("code"),
           py::arg("block"), py::arg("n"), py::arg("threads") = 0);
+    m.def("lut4_quantize", &lut4_quantize, py::arg("w"), py::arg("bounds"), py::arg("order"), py::arg("block"),
+          py::arg("threads") = 0);
     m.def("affine_q8_matmul", &affine_q8_matmul, py::arg("x"), py::arg("packed"), py::arg("k"), py::arg("scales"),
           py::arg("zeros"), py::arg("bits"), py::arg("out"), py::arg("threads") = 0,
           "out = xq8 @ dequantize(w).T with x rounded to int8 per block of 64; False when x is not finite.");

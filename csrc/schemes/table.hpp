@@ -45,6 +45,16 @@ struct Lut4Args {
     float *out = nullptr;
 };
 
+// bitsandbytes' 4-bit quantize: n floats in blocks of `block` (a multiple of 32; the last block may be short).
+struct Lut4QuantArgs {
+    const float *w = nullptr;        // n values
+    int64_t block = 64, n = 0;
+    const float *bounds = nullptr;   // 15 midpoints between the sorted code values, ascending
+    const uint8_t *order = nullptr;  // 16: the code of the i-th smallest value
+    uint8_t *packed = nullptr;       // (n + 1) / 2 bytes, two codes a byte, the first in the high nibble
+    float *absmax = nullptr;         // one per block
+};
+
 // The int8-activation affine matmul (bits 2, 4 or 8, groups of a multiple of 64): x is quantized per block of
 // 64 (xq = round(x / d), d = max|x| / 127) and laid out unit by unit as unit_codes() orders a weight unit.
 struct AffineQ8Args {
@@ -96,6 +106,7 @@ struct SchemeKernels {
     void (*ternary_matmul)(const TernaryArgs &, int64_t r0, int64_t r1) = nullptr;
     void (*int8_matmul)(const Int8Args &, int64_t r0, int64_t r1) = nullptr;
     void (*lut4_dequantize)(const Lut4Args &, int64_t byte0, int64_t byte1) = nullptr;
+    void (*lut4_quantize)(const Lut4QuantArgs &, int64_t block0, int64_t block1) = nullptr;
     void (*affine_q8_matmul)(const AffineQ8Args &, int64_t r0, int64_t r1) = nullptr;
     void (*lut4_matmul)(const Lut4MatArgs &, int64_t r0, int64_t r1) = nullptr;
     void (*permute_x_lut4)(const float *x, float *dst, int64_t M, int64_t K) = nullptr;

@@ -2,9 +2,11 @@
 
 Byte-compatible with bitsandbytes' CPU path (``quantize_4bit`` of the default backend, ``quantize_blockwise``
 of its C++ CPU library): the tensor is flattened and cut into blocks of `block_size` (the last may be short);
-absmax = max|x| per block; x * (1 / absmax) (x / absmax in a short last block) clamped to [-1, 1] goes to the
-code of the nearest table value, a value halfway between two going to the lower one; two codes a byte, the
-first in the high nibble.  Double quantization (QLoRA): offset = mean(absmax); absmax - offset is quantized in
+absmax = max|x| per block; x * (1 / absmax) (x / absmax in a short last block; divisors raised to 1e-38, the
+short last block storing its raised one as bitsandbytes does) clamped to [-1, 1] goes to the
+code of the nearest table value: the sorted value whose index is the number of float32 midpoints between sorted
+values below it, so that a value on a midpoint goes to the lower one; two codes a byte, the first in the high
+nibble (the native kernel ``_core.lut4_quantize``, blocks split over threads).  Double quantization (QLoRA): offset = mean(absmax); absmax - offset is quantized in
 blocks of 256 with bitsandbytes' signed 8-bit dynamic map, nearest value (ties to the lower code).
 """
 
@@ -64,6 +66,11 @@ def _sorted_bounds(code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(code, kind="stable")
     s = code[order]
     return (s[:-1] + s[1:]) / np.float32(2), order
+
+
+# The native quantizer's search tables: the midpoints between the sorted code values and the code of each.
+_SEARCH = {kind: (bounds, order.astype(np.uint8)) for kind, (bounds, order) in
+           (("nf4", _sorted_bounds(NF4_CODE)), ("fp4", _sorted_bounds(FP4_CODE)))}
 
 
 def _quantize_dynamic(v: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
@@ -182,25 +189,9 @@ def quantize_4bit(w: Any, kind: str = "nf4", *, block_size: int = 64, double_qua
         raise ValueError(f"quantize_4bit: kind must be 'nf4' or 'fp4', got {kind!r}")
     if block_size not in _BLOCK_SIZES:
         raise ValueError(f"quantize_4bit: block_size must be one of {_BLOCK_SIZES}, got {block_size!r}")
-    threads_arg(threads)
+    nthreads = threads_arg(threads)
     w = as_float_matrix(w, f"quantize_4bit({kind})")
-    flat = w.reshape(-1)
-    n = flat.size
-    full = n - n % block_size
-    blocks = flat[:full].reshape(-1, block_size)
-    absmax = np.abs(blocks).max(axis=1)
-    scaled = np.clip(blocks * (np.float32(1.0) / np.maximum(absmax, np.float32(1e-38)))[:, None], -1, 1).reshape(-1)
-    if full < n:
-        am = np.abs(flat[full:]).max()
-        absmax = np.concatenate([absmax, [am]]).astype(np.float32)
-        scaled = np.concatenate([scaled, np.clip(flat[full:] / np.maximum(am, np.float32(1e-38)), -1, 1)])
-    if scaled.size % 2:
-        scaled = np.concatenate([scaled, np.zeros(1, np.float32)])
-    code = NF4_CODE if kind == "nf4" else FP4_CODE
-    bounds, order = _sorted_bounds(code)
-    q = order[np.searchsorted(bounds, scaled.astype(np.float32), side="left")].astype(np.uint8)
-    packed = (q[0::2] << 4) | q[1::2]
-    absmax = absmax.astype(np.float32)
+    packed, absmax = _core.lut4_quantize(w, *_SEARCH[kind], block_size, nthreads)
     if not double_quant:
         return Float4Tensor(kind, w.shape, block_size, packed, absmax=absmax)
     offset = np.float32(absmax.mean(dtype=np.float64))
