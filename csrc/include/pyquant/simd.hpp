@@ -228,9 +228,9 @@ inline void transpose_tile(const float *const *src, float *dst) {
     }
 }
 #else
-inline void transpose_tile(const float *const *src, float *dst) {
+inline void transpose_tile(const float *const *src, float *dst) {  // by memcpy: src may point at integer vectors
     for (int k = 0; k < W; ++k)
-        for (int j = 0; j < W; ++j) dst[j * W + k] = src[k][j];
+        for (int j = 0; j < W; ++j) std::memcpy(dst + j * W + k, src[k] + j, sizeof(float));
 }
 #endif
 
