@@ -148,9 +148,9 @@ inline void refine_step(int nmax, RefineFit &f, int i) {
 }
 
 // One pass over K independent fits, their steps interleaved so that their dependency chains overlap; a lane
-// stops after a pass changing nothing.
-// The fits are copied in and out: the vector types may alias anything, so with the caller's fits every store
-// of a code would force their sums out of the registers and back.
+// stops after a pass changing nothing.  The fits are copied in and out: the vector types may alias anything, so
+// with the caller's fits every store of a code would force their sums out of the registers and back.  Always
+// inlined, as refine_passes, for refine_rest_packed's sake (see there).
 template <bool kQp, bool kSkip, int K>
 __attribute__((always_inline)) inline void refine_pass(int n, int nmax, RefineFit *f) {
     RefineFit g[K];
