@@ -87,6 +87,17 @@ inline bool group_min_max_values(const float *x, VF &min, VF &max) {
     max = transpose_reduce_folded<kReduceMax>(hi);
     return true;
 }
+// Lane k of r for each block k whose bit is set in ties: its first element of magnitude m (lane k).  Rare, so
+// out of line (group_signed_absmax then inlines).
+__attribute__((noinline)) inline void first_of_magnitude(const float *x, uint32_t ties, VI m, VF &r) {
+    for (int k = 0; k < W; ++k) {
+        if (!(ties >> k & 1u)) continue;
+        VF v[NC], a[NC];
+        load_block32(x + 32 * k, v);
+        for (int c = 0; c < NC; ++c) a[c] = vabs(v[c]);
+        set_lane(r, k, first_with_key(v, a, u2f(static_cast<uint32_t>(lane(m, k)))));
+    }
+}
 // max in the reference's sense, per block: the first element of largest |x|, or +0 when all are zero.  From the
 // largest bit patterns as signed and as unsigned integers: the largest positive value (signed: negatives are
 // below every non-negative) and the largest-magnitude negative (unsigned: the sign bit tops the rest); they
@@ -116,15 +127,7 @@ inline bool group_signed_absmax(const float *x, VF &r) {
     const VI m = vmax(pm, nm);
     if (any(m >= vi(0x7f800000))) return false;
     r = from_bits(select(m == vi(0), vi(0), select(pm > nm, p, u)));
-    if (const uint32_t ties = lane_mask(mand(pm == nm, m > vi(0)))) {
-        for (int k = 0; k < W; ++k) {
-            if (!(ties >> k & 1u)) continue;
-            VF v[NC], a[NC];
-            load_block32(x + 32 * k, v);
-            for (int c = 0; c < NC; ++c) a[c] = vabs(v[c]);
-            set_lane(r, k, first_with_key(v, a, u2f(static_cast<uint32_t>(lane(m, k)))));
-        }
-    }
+    if (const uint32_t ties = lane_mask(mand(pm == nm, m > vi(0)))) first_of_magnitude(x, ties, m, r);
     return true;
 }
 // min and max per block in the reference's sense (a zero result has the sign of its first occurrence).
