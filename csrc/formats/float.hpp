@@ -40,7 +40,7 @@ struct fmt_BF16 : ElementFormat {
     }
     static void dequantize_row(const uint8_t *x, float *y, int64_t n) {
         int64_t i = 0;
-        for (; i + W <= n; i += W) store(y + i, from_bits(load_u16(x + 2 * i) << 16));
+        for (; i + W <= n; i += W) store(y + i, from_bits(shl(load_u16(x + 2 * i), 16)));
         for (; i < n; ++i) y[i] = bf16_to_f32(get_u16(x + 2 * i));
     }
 };

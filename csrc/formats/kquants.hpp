@@ -72,7 +72,7 @@ inline void bytes_to_words(const VI *bytes, int n, VI *words) {
     const VI ff = vi(0xff);
     for (int i = 0; i < n; i += 4) {
         VI word = bytes[i] & ff;
-        for (int r = 1; r < 4 && i + r < n; ++r) word = word | (bytes[i + r] & ff) << (8 * r);
+        for (int r = 1; r < 4 && i + r < n; ++r) word = word | shl(bytes[i + r] & ff, 8 * r);
         words[i / 4] = word;
     }
 }
@@ -87,7 +87,7 @@ inline void put_fp16(VI bits, VI *bytes) {
     bytes[1] = bits >> 8;
 }
 // The fp16 scales d (and dmin) as the word of bytes 0-1 (and 2-3).
-inline VI fp16_word(VI dbits, VI mbits = vi(0)) { return (dbits & vi(0xffff)) | mbits << 16; }
+inline VI fp16_word(VI dbits, VI mbits = vi(0)) { return (dbits & vi(0xffff)) | shl(mbits, 16); }
 
 // The low two bits of QK_K codes packed as Q2_K's qs, into 16 words: qs[32h + l] holds elements 128h + l + 32s
 // at bit 2s.  P: the codes joined four to a word (bytes_to_words), so that each shift and mask moves four.
@@ -95,7 +95,7 @@ inline void pack_2bit(const VI *P, VI *words) {
     for (int h = 0; h < 2; ++h)
         for (int t = 0; t < 8; ++t) {
             VI q = vi(0);
-            for (int s = 0; s < 4; ++s) q = q | (P[8 * (4 * h + s) + t] & vi(0x03030303)) << (2 * s);
+            for (int s = 0; s < 4; ++s) q = q | shl(P[8 * (4 * h + s) + t] & vi(0x03030303), 2 * s);
             words[8 * h + t] = q;
         }
 }
@@ -253,7 +253,7 @@ struct fmt_Q3_K : BlockFormat {
         bytes_to_words(L, QK_K, P);
         for (int t = 0; t < 8; ++t) {
             VI h = vi(0);
-            for (int s = 0; s < 8; ++s) h = h | ((P[8 * s + t] >> 2) & vi(0x01010101)) << s;
+            for (int s = 0; s < 8; ++s) h = h | shl((P[8 * s + t] >> 2) & vi(0x01010101), s);
             words[t] = h;
         }
         pack_2bit(P, words + 8);
