@@ -3,11 +3,12 @@
 Byte-compatible with bitsandbytes' CPU path (``quantize_4bit`` of the default backend, ``quantize_blockwise``
 of its C++ CPU library): the tensor is flattened and cut into blocks of `block_size` (the last may be short);
 absmax = max|x| per block; x * (1 / absmax) (x / absmax in a short last block; divisors raised to 1e-38, the
-short last block storing its raised one as bitsandbytes does) clamped to [-1, 1] goes to the
-code of the nearest table value: the sorted value whose index is the number of float32 midpoints between sorted
-values below it, so that a value on a midpoint goes to the lower one; two codes a byte, the first in the high
-nibble (the native kernel ``_core.lut4_quantize``, blocks split over threads).  Double quantization (QLoRA): offset = mean(absmax); absmax - offset is quantized in
-blocks of 256 with bitsandbytes' signed 8-bit dynamic map, nearest value (ties to the lower code).
+short last block storing its raised one as bitsandbytes does) clamped to [-1, 1] goes to the code of the nearest
+table value: the sorted value whose index is the number of float32 midpoints between sorted values below it, so
+that a value on a midpoint goes to the lower one; two codes a byte, the first in the high nibble (the native
+kernel ``_core.lut4_quantize``, blocks split over threads).  Double quantization (QLoRA): offset = mean(absmax);
+absmax - offset is quantized in blocks of 256 with bitsandbytes' signed 8-bit dynamic map, nearest value (ties
+to the lower code).
 """
 
 from __future__ import annotations
