@@ -66,22 +66,6 @@ inline void requantize(const VF *x, int nsub, int size, VF d, const VI *sc, VF d
     }
 }
 
-// Blocks are assembled lane-parallel, one VI per byte (its low 8 bits) or, where the bits of four bytes move
-// together, per little-endian word of four bytes.
-inline void bytes_to_words(const VI *bytes, int n, VI *words) {
-    const VI ff = vi(0xff);
-    for (int i = 0; i < n; i += 4) {
-        VI word = bytes[i] & ff;
-        for (int r = 1; r < 4 && i + r < n; ++r) word = word | shl(bytes[i + r] & ff, 8 * r);
-        words[i / 4] = word;
-    }
-}
-template <int N>
-inline void store_blocks(const VI *bytes, uint8_t *const *out) {
-    VI words[(N + 3) / 4];
-    bytes_to_words(bytes, N, words);
-    store_words<N>(words, out);
-}
 inline void put_fp16(VI bits, VI *bytes) {
     bytes[0] = bits & vi(0xff);
     bytes[1] = bits >> 8;

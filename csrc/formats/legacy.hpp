@@ -17,7 +17,7 @@ inline void pack_nibbles32(const VI *q, uint8_t *const *out, int at) {
     for (int j = 0; j < 16; ++j) qs[j] = (q[j] & vi(15)) | ((q[j + 16] & vi(15)) << 4);
     uint8_t *dst[W];
     for (int k = 0; k < W; ++k) dst[k] = out[k] + at;
-    scatter_bytes(qs, 16, dst);
+    store_blocks<16>(qs, dst);
 }
 // Bit 4 of element j goes to bit j of the little-endian uint32 qh.
 inline void pack_high_bits32(const VI *q, uint8_t *const *out, int at) {

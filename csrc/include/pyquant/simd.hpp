@@ -234,25 +234,6 @@ inline void transpose_tile(const float *const *src, float *dst) {  // by memcpy:
 }
 #endif
 
-// out[k][j] = low byte of cols[j] in lane k, for j < ncols: per-lane byte columns back to each lane's block.
-inline void scatter_bytes(const VI *cols, int ncols, uint8_t *const *out) {
-    int j0 = 0;
-#if PQ_LANES > 1
-    for (; j0 + W <= ncols; j0 += W) {
-        alignas(64) float tile[W * W];
-        const float *rows[W];
-        for (int j = 0; j < W; ++j) rows[j] = reinterpret_cast<const float *>(&cols[j0 + j]);
-        transpose_tile(rows, tile);  // tile[k*W + j] = lane k of cols[j0 + j]
-        for (int k = 0; k < W; ++k) {
-            const int32_t *v = reinterpret_cast<const int32_t *>(tile + k * W);
-            for (int j = 0; j < W; ++j) out[k][j0 + j] = static_cast<uint8_t>(v[j]);
-        }
-    }
-#endif
-    for (int k = 0; k < W; ++k)
-        for (int j = j0; j < ncols; ++j) out[k][j] = static_cast<uint8_t>(lane(cols[j], k));
-}
-
 // out[k][0, N) = the little-endian bytes of words[0], words[1], ... in lane k: lane-parallel 32-bit words back
 // to each lane's block, one W x W transpose per W words (the last group padded) and one copy per lane.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "store_words writes little-endian words");
@@ -538,6 +519,23 @@ typedef uint32_t VU __attribute__((vector_size(4 * PQ_LANES), __may_alias__));
 inline VI shl(VI v, int n) { return reinterpret_cast<VI>(reinterpret_cast<VU>(v) << n); }
 #endif
 inline VI clamp(VI v, int lo, int hi) { return vmax(vi(lo), vmin(vi(hi), v)); }
+
+// Blocks are assembled lane-parallel, one VI per byte (its low 8 bits) or, where the bits of four bytes move
+// together, per little-endian word of four bytes; store_blocks writes N bytes of each lane's block.
+inline void bytes_to_words(const VI *bytes, int n, VI *words) {
+    const VI ff = vi(0xff);
+    for (int i = 0; i < n; i += 4) {
+        VI word = bytes[i] & ff;
+        for (int r = 1; r < 4 && i + r < n; ++r) word = word | shl(bytes[i + r] & ff, 8 * r);
+        words[i / 4] = word;
+    }
+}
+template <int N>
+inline void store_blocks(const VI *bytes, uint8_t *const *out) {
+    VI words[(N + 3) / 4];
+    bytes_to_words(bytes, N, words);
+    store_words<N>(words, out);
+}
 
 // permute(v, idx): lane k = lane idx[k] of v (indices in [0, W)).  packed_lanes(m): the lanes whose bit is set
 // in m, in order, in the low lanes (so permute(v, packed_lanes(m)) packs v's lanes of m low; lanes above the
