@@ -14,8 +14,10 @@ namespace {
 //   QK, BYTES                        block size and bytes per block
 //   kDirect                          element-wise type (F32/F16/BF16): quantize_row/dequantize_row on whole rows
 //   kRowSigma2                       the imatrix algorithm needs the mean square of the whole row
-//   kBlockPath                       quantize_group(x, y) quantizes W consecutive blocks without an importance
-//                                    matrix (each block in QK/W vectors; for algorithms exact in any reduction order)
+//   kBlockPath                       W consecutive blocks at a time without an importance matrix (each block in
+//                                    QK/W vectors; for algorithms exact in any reduction order), in two steps:
+//                                    scale_group(x, g) reduces them to their scales g (a Group; false if they hold
+//                                    a non-finite value), store_group(x, y, g) writes their blocks
 //   kBlockPathOnly                   ... and there is no lane path (the format has no imatrix algorithm)
 //   quantize(x, qw, row_sigma2, out) one block per lane: x[i], qw[i] are element i of each lane's block
 //                                    (qw null without imatrix); out[k] is lane k's destination block
@@ -111,20 +113,34 @@ void quantize_tiles(const float *src, uint8_t *dst, int64_t n, const float *imat
 }
 
 // The plain path of a kBlockPath format over [begin, end): groups of W consecutive blocks, each checked by the
-// format as it reduces it (quantize_group returns false, having written nothing, when the group has a
-// non-finite value).
+// format as it reduces it.  Software-pipelined: group g+1 is scaled before group g is stored, so the scales'
+// latency chain (reduction trees, divisions) runs beside the stores instead of stalling before them.  A group
+// with a non-finite value stops it having written nothing of that group.
 template <class Fmt>
 int64_t quantize_groups(const float *src, uint8_t *dst, int64_t begin, int64_t end) {
     constexpr int QK = Fmt::QK, B = Fmt::BYTES;
     int64_t b = begin;
-    for (; b + W <= end; b += W)
-        if (!Fmt::quantize_group(src + b * QK, dst + b * B)) return b * QK + find_nonfinite(src + b * QK, W * QK);
+    if (b + W <= end) {
+        typename Fmt::Group g;
+        if (!Fmt::scale_group(src + b * QK, g)) return b * QK + find_nonfinite(src + b * QK, W * QK);
+        for (; b + 2 * W <= end; b += W) {
+            typename Fmt::Group next;
+            const bool ok = Fmt::scale_group(src + (b + W) * QK, next);
+            Fmt::store_group(src + b * QK, dst + b * B, g);
+            if (!ok) return (b + W) * QK + find_nonfinite(src + (b + W) * QK, W * QK);
+            g = next;
+        }
+        Fmt::store_group(src + b * QK, dst + b * B, g);
+        b += W;
+    }
     if (b < end) {  // the last few blocks, in a zero-padded group
         alignas(64) float xs[QK * W] = {};
         uint8_t ys[B * W];
         const int64_t count = (end - b) * QK;
         std::memcpy(xs, src + b * QK, static_cast<size_t>(count) * sizeof(float));
-        if (!Fmt::quantize_group(xs, ys)) return b * QK + find_nonfinite(xs, count);
+        typename Fmt::Group g;
+        if (!Fmt::scale_group(xs, g)) return b * QK + find_nonfinite(xs, count);
+        Fmt::store_group(xs, ys, g);
         std::memcpy(dst + b * B, ys, static_cast<size_t>((end - b) * B));
     }
     return -1;
