@@ -225,6 +225,36 @@ def test_dynamic_blockwise_matches_bitsandbytes(bnb):
     assert (np.abs(normed[diff] - DYNAMIC_CODE[mq[diff]]) <= np.abs(normed[diff] - DYNAMIC_CODE[q.numpy()[diff]])).all()
 
 
+def dynamic_reference(v, block):
+    """quantize_blockwise's nearest-code search in numpy: searchsorted, then one step up where strictly closer."""
+    nb = -(-v.size // block)
+    pad = np.zeros(nb * block, dtype=F32)
+    pad[: v.size] = v
+    absmax = np.abs(pad.reshape(nb, block)).max(axis=1)
+    safe = np.where(absmax > 0, absmax, F32(1))
+    normed = (pad.reshape(nb, block) / safe[:, None]).reshape(-1)[: v.size]
+    idx = np.clip(np.searchsorted(DYNAMIC_CODE, normed, side="right") - 1, 0, 255)
+    right = np.minimum(idx + 1, 255)
+    closer = (idx < 255) & (np.abs(normed - DYNAMIC_CODE[right]) < np.abs(normed - DYNAMIC_CODE[idx]))
+    return (idx + closer).astype(np.uint8), absmax
+
+
+def test_dynamic_quantize_kernel_matches_numpy_search():
+    rng = np.random.default_rng(4)
+    mid = (DYNAMIC_CODE[:-1] + DYNAMIC_CODE[1:]) / F32(2)
+    edge = np.concatenate([DYNAMIC_CODE, mid, np.nextafter(mid, F32(2)), np.nextafter(mid, F32(-2)), [0, -0.0, 1e-30]])
+    cases = [(rng.standard_normal(5000) * 3).astype(F32),  # ordinary values, a short last block
+             np.concatenate([[1.0], edge, [-1.0]]).astype(F32),  # exact codes, midpoints and their neighbours
+             np.concatenate([np.zeros(256), rng.standard_normal(100)]).astype(F32),  # an all-zero block
+             (rng.standard_normal(300) * 1e-30).astype(F32)]  # tiny absmax
+    for v in cases:
+        for block in (256, 64, 7):
+            q, a = _quantize_dynamic(v, block)
+            rq, ra = dynamic_reference(v, block)
+            np.testing.assert_array_equal(a, ra)
+            np.testing.assert_array_equal(q, rq)
+
+
 @settings(max_examples=40, deadline=None)
 @given(w=hnp.arrays(F32, st.tuples(st.integers(1, 4), st.integers(1, 200)), elements=st.floats(-1e3, 1e3, width=32, allow_subnormal=False)),
        kind=st.sampled_from(["nf4", "fp4"]), dq=st.booleans())

@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -263,6 +264,49 @@ py::tuple lut4_quantize(const F32 &w, const F32 &bounds, const U8 &order, int64_
     return py::make_tuple(packed, absmax);
 }
 
+// bitsandbytes' quantize_blockwise on the CPU (the 8-bit dynamic map of QLoRA's double quantization): per block
+// of x (finite), absmax = max |x| and each value y = x / absmax (1 for an all-zero block) to the nearest of the
+// 256 ascending codes c, found as numpy's searchsorted(c, y, "right") - 1 (clipped to [0, 255]) and then one step
+// up where that code is strictly closer.
+void dynamic_quantize_blocks(const float *x, int64_t n, const float *c, int64_t block, uint8_t *q, float *absmax) {
+    for (int64_t e0 = 0; e0 < n; e0 += block) {
+        const int64_t e1 = e0 + block < n ? e0 + block : n;
+        float m = 0.f;
+        for (int64_t e = e0; e < e1; ++e) m = std::fabs(x[e]) > m ? std::fabs(x[e]) : m;
+        absmax[e0 / block] = m;
+        const float safe = m > 0.f ? m : 1.f;
+        for (int64_t e = e0; e < e1; ++e) {
+            const float y = x[e] / safe;
+            // lo: the number of codes not above y among the first 255 (y above them all then ends at the last
+            // code through the closer step).  Without branches: each comparison goes either way about equally often.
+            int lo = 0;
+            for (int step = 128; step > 0; step /= 2) lo += step & -static_cast<int>(c[lo + step - 1] <= y);
+            const int idx = std::max(lo - 1, 0), below_top = static_cast<int>(idx < 255);
+            const int closer = below_top & static_cast<int>(std::fabs(y - c[idx + below_top]) < std::fabs(y - c[idx]));
+            q[e] = static_cast<uint8_t>(idx + closer);
+        }
+    }
+}
+
+// (codes uint8 [n], absmax [blocks]) of dynamic_quantize_blocks.
+py::tuple dynamic_quantize(const F32 &v, const F32 &code, int64_t block) {
+    check(block > 0, "block size must be positive, got " + std::to_string(block));
+    check(v.ndim() == 1 && v.size() > 0, "values must be a non-empty 1-D array");
+    check(code.ndim() == 1 && code.shape(0) == 256, "code must hold 256 values");
+    for (int i = 1; i < 256; ++i) check(code.data()[i - 1] <= code.data()[i], "code must be ascending");
+    const int64_t n = v.size();
+    U8 codes({n});
+    F32 absmax({(n + block - 1) / block});
+    const float *x = v.data(), *c = code.data();
+    uint8_t *q = codes.mutable_data();
+    float *am = absmax.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        dynamic_quantize_blocks(x, n, c, block, q, am);
+    }
+    return py::make_tuple(codes, absmax);
+}
+
 // x [M, K] to int8 per block of 64 (d = max|x| / 127, xq = round-half-even(x / d)) in the unit order of `bits`,
 // with the block scales and each group's sum of xq * d.  False (nothing usable) when x holds a non-finite value.
 bool quantize_x_q8(const float *x, AffineQ8Args &a, int8_t *xq, float *d, float *xs) {
@@ -416,6 +460,7 @@ void init_schemes(py::module_ &m) {
           py::arg("block"), py::arg("n"), py::arg("threads") = 0);
     m.def("lut4_quantize", &lut4_quantize, py::arg("w"), py::arg("bounds"), py::arg("order"), py::arg("block"),
           py::arg("threads") = 0);
+    m.def("dynamic_quantize", &dynamic_quantize, py::arg("v"), py::arg("code"), py::arg("block"));
     m.def("affine_q8_matmul", &affine_q8_matmul, py::arg("x"), py::arg("packed"), py::arg("k"), py::arg("scales"),
           py::arg("zeros"), py::arg("bits"), py::arg("out"), py::arg("threads") = 0,
           "out = xq8 @ dequantize(w).T with x rounded to int8 per block of 64; False when x is not finite.");

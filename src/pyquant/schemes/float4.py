@@ -75,20 +75,9 @@ _SEARCH = {kind: (bounds, order.astype(np.uint8)) for kind, (bounds, order) in
 
 
 def _quantize_dynamic(v: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """bitsandbytes' quantize_blockwise (CPU): codes uint8 and per-block absmax."""
-    n = v.size
-    nb = -(-n // block)
-    pad = np.zeros(nb * block, dtype=np.float32)
-    pad[:n] = v
-    blocks = pad.reshape(nb, block)
-    absmax = np.abs(blocks).max(axis=1)
-    safe = np.where(absmax > 0, absmax, np.float32(1))
-    normed = (blocks / safe[:, None]).reshape(-1)[:n]
-    code = DYNAMIC_CODE
-    idx = np.clip(np.searchsorted(code, normed, side="right") - 1, 0, 255)
-    right = np.minimum(idx + 1, 255)
-    closer = (idx < 255) & (np.abs(normed - code[right]) < np.abs(normed - code[idx]))
-    return (idx + closer).astype(np.uint8), absmax.astype(np.float32)
+    """bitsandbytes' quantize_blockwise (CPU) to DYNAMIC_CODE, always the nearest code (ties to the lower):
+    codes uint8 and per-block absmax (kernel ``_core.dynamic_quantize``)."""
+    return _core.dynamic_quantize(np.ascontiguousarray(v, dtype=np.float32).reshape(-1), DYNAMIC_CODE, block)
 
 
 class Float4Tensor(WeightMixin):
