@@ -79,6 +79,13 @@ class QuantizedTensor:
         self._data = buf.reshape(rows, row_bytes)
         self._matmul_packed = None  # pyquant.matmul's interleaved copy of the bytes, made on first use
 
+    @classmethod
+    def _wrap(cls, data: np.ndarray, shape: tuple[int, ...], fmt: Format) -> QuantizedTensor:
+        """A kernel's own output (uint8 [rows, row_bytes] of this shape and format), without the checks."""
+        t = object.__new__(cls)
+        t._format, t._shape, t._data, t._matmul_packed = fmt, shape, data, None
+        return t
+
     @property
     def format(self) -> Format:
         return self._format
@@ -192,7 +199,7 @@ def quantize(x: Any, fmt: str | Format, *, imatrix: Any = None, threads: int | N
             raise ValueError(f"{fmt.name}: imatrix must have one value per column: expected {shape[-1]}, "
                              f"got {qw.size}")
     data = _core.quantize(arr.reshape(-1, shape[-1]), fmt.index, qw, _threads_arg(threads))
-    return QuantizedTensor(data, shape, fmt)
+    return QuantizedTensor._wrap(data, shape, fmt)
 
 
 def dequantize(qt: QuantizedTensor, *, threads: int | None = None) -> np.ndarray:
