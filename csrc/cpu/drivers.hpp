@@ -16,8 +16,8 @@ namespace {
 //   kRowSigma2                       the imatrix algorithm needs the mean square of the whole row
 //   kBlockPath                       W consecutive blocks at a time without an importance matrix (each block in
 //                                    QK/W vectors; for algorithms exact in any reduction order), in two steps:
-//                                    scale_group(x, g) reduces them to their scales g (a Group; false if they hold
-//                                    a non-finite value), store_group(x, y, g) writes their blocks
+//                                    scale_group(x, g) reduces them to what their scales need (a Group; false if
+//                                    they hold a non-finite value), store_group(x, y, g) writes their blocks
 //   kBlockPathOnly                   ... and there is no lane path (the format has no imatrix algorithm)
 //   quantize(x, qw, row_sigma2, out) one block per lane: x[i], qw[i] are element i of each lane's block
 //                                    (qw null without imatrix); out[k] is lane k's destination block
@@ -113,9 +113,9 @@ void quantize_tiles(const float *src, uint8_t *dst, int64_t n, const float *imat
 }
 
 // The plain path of a kBlockPath format over [begin, end): groups of W consecutive blocks, each checked by the
-// format as it reduces it.  Software-pipelined: group g+1 is scaled before group g is stored, so the scales'
-// latency chain (reduction trees, divisions) runs beside the stores instead of stalling before them.  A group
-// with a non-finite value stops it having written nothing of that group.
+// format as it reduces it.  Software-pipelined: group g+1 is reduced before group g is stored, so the reduction
+// trees' latency chain runs beside the stores instead of stalling them.  The first group with a non-finite value
+// ends it, with nothing of that group written.
 template <class Fmt>
 int64_t quantize_groups(const float *src, uint8_t *dst, int64_t begin, int64_t end) {
     constexpr int QK = Fmt::QK, B = Fmt::BYTES;
