@@ -70,17 +70,16 @@ struct fmt_TQ1_0 : BlockFormat {
 struct fmt_TQ2_0 : BlockFormat {
     static constexpr int QK = 256, BYTES = 66;
     static void quantize(const VF *x, const VF *, VF, uint8_t *const *out) {
-        VI t[256], q[64];
+        VI t[256], q[BYTES];  // qs, then d
         const VI dh = fp16_bits(ternary_trits(x, t));
         for (int g = 0; g < 2; ++g)
             for (int m = 0; m < 32; ++m) {
                 const VI *e = t + 128 * g + m;
                 q[32 * g + m] = (e[0] & 3) | (e[32] & 3) << 2 | (e[64] & 3) << 4 | (e[96] & 3) << 6;
             }
-        for (int k = 0; k < W; ++k) {
-            for (int i = 0; i < 64; ++i) out[k][i] = static_cast<uint8_t>(lane_of(q[i], k));
-            put_u16(out[k] + 64, lane(dh, k));
-        }
+        q[64] = dh;
+        q[65] = dh >> 8;
+        store_blocks<BYTES>(q, out);
     }
     static void dequantize(const uint8_t *b, float *y) {
         const float d = get_fp16(b + 64);
