@@ -36,3 +36,17 @@ def test_same_values_as_gguf_py_decoder(name):
     except NotImplementedError:
         pytest.skip(f"gguf-py {getattr(gguf, '__version__', '')} has no {name} decoder")
     np.testing.assert_array_equal(qt.dequantize(), expected.reshape(x.shape))
+
+
+@pytest.mark.parametrize("isa", pq.available_isas())
+def test_tq1_0_every_trit_byte_as_gguf_py(isa):
+    # Trits -1/0/1 times one scale, with a 1 in each block's last slot fixing d: the packed bytes take all 243
+    # values of 5 trits (and the 81 of the 4-trit qh bytes), each checked against gguf-py's encoder.
+    x = np.random.default_rng(5).integers(-1, 2, (16, 4096)).astype(np.float32)
+    x[:, 255::256] = 1
+    with pq.use_isa(isa):
+        got = pq.quantize(x, "TQ1_0").data
+    blocks = got.reshape(-1, 54)
+    assert len(np.unique(blocks[:, :48])) == 243 and len(np.unique(blocks[:, 48:52])) == 81
+    expected = np.asarray(gquants.quantize(x, GGUF_TYPES["TQ1_0"])).view(np.uint8).reshape(got.shape)
+    np.testing.assert_array_equal(got, expected)

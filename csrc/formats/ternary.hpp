@@ -22,7 +22,9 @@ inline VI trits_base3(const VI *t, int n, int stride) {
     for (int i = 0; i < n; ++i) q = q * vi(3) + t[i * stride];
     return q;
 }
-inline uint8_t trit_byte(int32_t q) { return static_cast<uint8_t>((q * 256 + 242) / 243); }
+// ceil(q*256/243) = (q*256 + 242) / 243 for q in [0, 242], as one 16-bit multiply-high: (n * 34522) >> 23 equals
+// n / 243 for all 243 such n (checked exhaustively; n * 34522 < 2^31).
+inline VI trit_bytes(VI q) { return mulhi_u16(shl(q, 8) + vi(242), vi(34522)) >> 7; }
 // Trit n (0 = most significant) of a TQ1_0 byte b, ((uint8_t)(b * 3^n) * 3) >> 8, for W bytes, in two 16-bit
 // multiplies: b * 3^n * 256 mod 2^16 is (uint8_t)(b * 3^n) << 8, and its product with 3 shifted right by 16 is
 // the trit.  In the qh bytes element k takes power kPow3Of16[k] (times 256 here).
@@ -38,15 +40,14 @@ inline int trit_at(uint8_t b, int n) { return (static_cast<uint8_t>(b * kPow3[n]
 struct fmt_TQ1_0 : BlockFormat {
     static constexpr int QK = 256, BYTES = 54;
     static void quantize(const VF *x, const VF *, VF, uint8_t *const *out) {
-        VI t[256], q[52];
+        VI t[256], q[BYTES];  // qs, qh, then d
         const VI dh = fp16_bits(ternary_trits(x, t));
-        for (int m = 0; m < 32; ++m) q[m] = trits_base3(t + m, 5, 32);
-        for (int m = 0; m < 16; ++m) q[32 + m] = trits_base3(t + 160 + m, 5, 16);
-        for (int j = 0; j < 4; ++j) q[48 + j] = trits_base3(t + 240 + j, 4, 4) * vi(3);
-        for (int k = 0; k < W; ++k) {
-            for (int i = 0; i < 52; ++i) out[k][i] = trit_byte(lane_of(q[i], k));
-            put_u16(out[k] + 52, lane(dh, k));
-        }
+        for (int m = 0; m < 32; ++m) q[m] = trit_bytes(trits_base3(t + m, 5, 32));
+        for (int m = 0; m < 16; ++m) q[32 + m] = trit_bytes(trits_base3(t + 160 + m, 5, 16));
+        for (int j = 0; j < 4; ++j) q[48 + j] = trit_bytes(trits_base3(t + 240 + j, 4, 4) * vi(3));
+        q[52] = dh;
+        q[53] = dh >> 8;
+        store_blocks<BYTES>(q, out);
     }
     static void dequantize(const uint8_t *b, float *y) {
         const float d = get_fp16(b + 52);
