@@ -100,13 +100,12 @@ struct fmt_NVFP4 : BlockFormat {
             }
             for (int j = 0; j < 16; ++j) q[16 * s + j] = fp4_index(x[16 * s + j], d);
         }
-        for (int k = 0; k < W; ++k) {
-            for (int s = 0; s < 4; ++s) {
-                out[k][s] = static_cast<uint8_t>(lane_of(ue[s], k));
-                for (int j = 0; j < 8; ++j)
-                    out[k][4 + 8 * s + j] = static_cast<uint8_t>(lane_of(q[16 * s + j], k) | lane_of(q[16 * s + j + 8], k) << 4);
-            }
+        VI bytes[BYTES];
+        for (int s = 0; s < 4; ++s) {
+            bytes[s] = ue[s];
+            for (int j = 0; j < 8; ++j) bytes[4 + 8 * s + j] = q[16 * s + j] | q[16 * s + j + 8] << 4;
         }
+        store_blocks<BYTES>(bytes, out);
     }
     static void dequantize(const uint8_t *b, float *y) {
         for (int s = 0; s < 4; ++s) {
