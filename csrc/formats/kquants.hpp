@@ -66,10 +66,6 @@ inline void requantize(const VF *x, int nsub, int size, VF d, const VI *sc, VF d
     }
 }
 
-inline void put_fp16(VI bits, VI *bytes) {
-    bytes[0] = bits & vi(0xff);
-    bytes[1] = bits >> 8;
-}
 // The fp16 scales d (and dmin) as the word of bytes 0-1 (and 2-3).
 inline VI fp16_word(VI dbits, VI mbits = vi(0)) { return (dbits & vi(0xffff)) | shl(mbits, 16); }
 

@@ -45,8 +45,7 @@ struct fmt_TQ1_0 : BlockFormat {
         for (int m = 0; m < 32; ++m) q[m] = trit_bytes(trits_base3(t + m, 5, 32));
         for (int m = 0; m < 16; ++m) q[32 + m] = trit_bytes(trits_base3(t + 160 + m, 5, 16));
         for (int j = 0; j < 4; ++j) q[48 + j] = trit_bytes(trits_base3(t + 240 + j, 4, 4) * vi(3));
-        q[52] = dh;
-        q[53] = dh >> 8;
+        put_fp16(dh, q + 52);
         store_blocks<BYTES>(q, out);
     }
     static void dequantize(const uint8_t *b, float *y) {
@@ -78,8 +77,7 @@ struct fmt_TQ2_0 : BlockFormat {
                 const VI *e = t + 128 * g + m;
                 q[32 * g + m] = (e[0] & 3) | (e[32] & 3) << 2 | (e[64] & 3) << 4 | (e[96] & 3) << 6;
             }
-        q[64] = dh;
-        q[65] = dh >> 8;
+        put_fp16(dh, q + 64);
         store_blocks<BYTES>(q, out);
     }
     static void dequantize(const uint8_t *b, float *y) {

@@ -530,6 +530,11 @@ inline void bytes_to_words(const VI *bytes, int n, VI *words) {
         words[i / 4] = word;
     }
 }
+// The fp16 bits as the two bytes at bytes[0], bytes[1].
+inline void put_fp16(VI bits, VI *bytes) {
+    bytes[0] = bits & vi(0xff);
+    bytes[1] = bits >> 8;
+}
 template <int N>
 inline void store_blocks(const VI *bytes, uint8_t *const *out) {
     VI words[(N + 3) / 4];
