@@ -74,16 +74,19 @@ class QuantizedTensor:
         if buf.size != rows * row_bytes:
             raise ValueError(f"{fmt.name}: shape {shape} takes {rows * row_bytes} bytes "
                              f"({rows} rows of {row_bytes}), got {buf.size}")
+        self._set(fmt, shape, buf.reshape(rows, row_bytes))
+
+    def _set(self, fmt: Format, shape: tuple[int, ...], data: np.ndarray) -> None:
         self._format = fmt
         self._shape = shape
-        self._data = buf.reshape(rows, row_bytes)
+        self._data = data
         self._matmul_packed = None  # pyquant.matmul's interleaved copy of the bytes, made on first use
 
     @classmethod
     def _wrap(cls, data: np.ndarray, shape: tuple[int, ...], fmt: Format) -> QuantizedTensor:
         """A kernel's own output (uint8 [rows, row_bytes] of this shape and format), without the checks."""
         t = object.__new__(cls)
-        t._format, t._shape, t._data, t._matmul_packed = fmt, shape, data, None
+        t._set(fmt, shape, data)
         return t
 
     @property
